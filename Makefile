@@ -1,0 +1,45 @@
+# The two commands: `make demo` and `make test`. Each sets itself up on a fresh machine
+# (virtual environment, CPU build of torch where there is no GPU, the package and its extras)
+# and is fast once set up: the install is redone only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch 2.13.0 is the CPU build on this project's machines; with a GPU, pip picks a CUDA build.
+TORCH_CPU_SPEC ?= torch==2.13.0
+TORCH_GPU_SPEC ?= torch>=2.2
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_SPEC := $(if $(HAS_GPU),$(TORCH_GPU_SPEC),$(TORCH_CPU_SPEC))
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit notebooks docs bench setup clean
+
+setup: $(STAMP)
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev,notebooks,docs]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/survae-flowify train --preset demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check survae_flowify tests benchmarks
+
+unit: $(STAMP)
+	$(PY) -m pytest -q
+
+test: lint unit
+
+bench: $(STAMP)
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .ruff_cache .hypothesis

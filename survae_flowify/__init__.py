@@ -1,0 +1,54 @@
+"""survae_flowify: flowified neural-network layers in a SurVAE algebra.
+
+``import survae_flowify as ffn``; see DESIGN.md §7 for the public names.
+"""
+
+from survae_flowify._state import noise_off, validation
+from survae_flowify.algebra import (
+    AugmentationGap,
+    Bijection,
+    Breakdown,
+    Flow,
+    GenerativeSurjection,
+    InferenceSurjection,
+    Sequential,
+    Transform,
+)
+from survae_flowify.distributions import DiagonalNormal, StandardNormal
+from survae_flowify.transforms import (
+    Augment,
+    Dequantize,
+    Flatten,
+    LeakyReLU,
+    NflowsBijection,
+    Repeat,
+    Reshape,
+    RqSpline,
+    Slice,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Augment",
+    "AugmentationGap",
+    "Bijection",
+    "Breakdown",
+    "Dequantize",
+    "DiagonalNormal",
+    "Flatten",
+    "Flow",
+    "GenerativeSurjection",
+    "InferenceSurjection",
+    "LeakyReLU",
+    "NflowsBijection",
+    "Repeat",
+    "Reshape",
+    "RqSpline",
+    "Sequential",
+    "Slice",
+    "StandardNormal",
+    "Transform",
+    "noise_off",
+    "validation",
+]

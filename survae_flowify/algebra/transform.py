@@ -1,0 +1,180 @@
+"""The transform algebra of SurVAE Flows (Nielsen et al., 2020), as used by flowification.
+
+Every layer maps data ``x`` (shape ``(B, *in_shape)``) to latents ``z`` (shape
+``(B, *out_shape)``) and returns a per-sample likelihood contribution ``V(x, z)`` of shape
+``(B,)`` such that ``log p(x) >= log p(z) + V(x, z)``, with equality for exact layers.
+
+===========================  ===================  =====================  ==========================
+class                        forward ``x → z``    inverse ``z → x``      contribution
+===========================  ===================  =====================  ==========================
+:class:`Bijection`           deterministic        deterministic          ``log|det J|`` (exact)
+:class:`InferenceSurjection` deterministic        samples ``p(d | z)``   ``log|det| + log p(d|z)``
+:class:`GenerativeSurjection` samples ``q(u|x)``  deterministic          ``log|det| − log q(u|x)``
+===========================  ===================  =====================  ==========================
+
+Subclasses implement ``_forward(x) -> (z, contribution)`` and ``_inverse(z, mean) -> x``; the
+public :meth:`Transform.forward` and :meth:`Transform.inverse` validate the input once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from survae_flowify import _state
+
+__all__ = [
+    "Bijection",
+    "GenerativeSurjection",
+    "InferenceSurjection",
+    "Shape",
+    "Transform",
+    "check_input",
+]
+
+Shape = tuple[int | None, ...]
+"""An event shape; ``None`` marks a size that may vary (e.g. image height)."""
+
+_FINITE_CHECK = [True]
+
+
+def _fmt(shape: Sequence[int | None] | None) -> str:
+    if shape is None:
+        return "(batch, ...)"
+    return "(" + ", ".join(["batch"] + ["*" if s is None else str(s) for s in shape]) + ")"
+
+
+def check_input(
+    layer: nn.Module,
+    t: Tensor,
+    expected: Shape | None,
+    *,
+    what: str,
+    integer_ok: bool = False,
+) -> None:
+    """Raise ``ValueError`` naming ``layer`` unless ``t`` has shape ``(B, *expected)``.
+
+    ``expected=None`` accepts any shape with at least one (batch) dimension. Non-finite values
+    are rejected at the top level of a call (composites check once for all their parts).
+    """
+    if not _state.validation_enabled():
+        return
+    name = _describe(layer)
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(t).__name__}")
+    if not (t.is_floating_point() or integer_ok):
+        raise ValueError(f"{name}: {what} must be a floating-point tensor, got dtype {t.dtype}")
+    got = tuple(t.shape)
+    if expected is None:
+        ok = t.dim() >= 1
+    else:
+        ok = t.dim() == len(expected) + 1 and all(
+            e is None or e == g for e, g in zip(expected, got[1:], strict=True)
+        )
+    if not ok:
+        raise ValueError(f"{name}: expected {what} of shape {_fmt(expected)}, got {got}")
+    if _FINITE_CHECK[0] and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: {what} contains NaN or infinite values (shape {got})")
+
+
+def _describe(layer: nn.Module) -> str:
+    extra = layer.extra_repr()
+    return f"{type(layer).__name__}({extra})" if extra else type(layer).__name__
+
+
+class _NoFiniteCheck:
+    """Inside a composite, only its own entry checks for non-finite values."""
+
+    def __enter__(self) -> None:
+        self.previous = _FINITE_CHECK[0]
+        _FINITE_CHECK[0] = False
+
+    def __exit__(self, *exc: object) -> None:
+        _FINITE_CHECK[0] = self.previous
+
+
+class Transform(nn.Module):
+    """Base class: a map with a forward/inverse pair and a likelihood contribution.
+
+    Class attributes declare the kind: ``exact`` (the contribution is exact, not a bound),
+    ``stochastic_forward`` and ``stochastic_inverse``. ``bounded_noise`` is true when the
+    forward noise has bounded support (uniform), in which case importance-weighted bounds
+    converge to the likelihood restricted to that support.
+    """
+
+    exact: ClassVar[bool] = True
+    stochastic_forward: ClassVar[bool] = False
+    stochastic_inverse: ClassVar[bool] = False
+    accepts_integer: ClassVar[bool] = False
+
+    @property
+    def bounded_noise(self) -> bool:
+        return False
+
+    @property
+    def in_shape(self) -> Shape | None:
+        """Event shape the forward expects (``None``: any)."""
+        return None
+
+    @property
+    def out_shape(self) -> Shape | None:
+        """Event shape the inverse expects (``None``: any)."""
+        return None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``x`` of shape ``(B, *in_shape)`` to ``(z, contribution)``; contribution is ``(B,)``."""
+        check_input(self, x, self.in_shape, what="x", integer_ok=self.accepts_integer)
+        with _NoFiniteCheck():
+            return self._forward(x)
+
+    def inverse(self, z: Tensor, *, mean: bool = False) -> Tensor:
+        """Map ``z`` back to data space.
+
+        ``mean=True`` replaces every sample drawn by a stochastic inverse with the mean of its
+        density (the paper's "mean" samples and reconstructions, appendix E).
+        """
+        check_input(self, z, self.out_shape, what="z")
+        with _NoFiniteCheck():
+            return self._inverse(z, mean=mean)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        raise NotImplementedError
+
+    def trace(self, x: Tensor) -> list[tuple[str, Transform, Tensor, Tensor]]:
+        """Forward pass recording ``(name, layer, output, contribution)`` for every leaf layer."""
+        z, contribution = self.forward(x)
+        return [("", self, z, contribution)]
+
+
+class Bijection(Transform):
+    """A diffeomorphism: contribution ``log|det ∂z/∂x|``, exact."""
+
+
+class InferenceSurjection(Transform):
+    """Dimension-reducing surjection: deterministic forward, stochastic right inverse.
+
+    Exact when ``forward(inverse(z)) == z`` for every sample (the right-inverse condition).
+    """
+
+    stochastic_inverse = True
+
+
+class GenerativeSurjection(Transform):
+    """Dimension-increasing surjection: stochastic forward, deterministic left inverse.
+
+    The contribution is a single-sample lower bound; the gap is ``KL(q(u|x) ‖ p(u|x))``.
+    """
+
+    exact = False
+    stochastic_forward = True
+
+
+def zeros_like_batch(x: Tensor) -> Tensor:
+    """A ``(B,)`` accumulator with ``x``'s dtype and device."""
+    return x.new_zeros(x.shape[0], dtype=x.dtype if x.is_floating_point() else torch.get_default_dtype())

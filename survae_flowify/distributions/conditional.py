@@ -1,0 +1,142 @@
+"""Inverse densities ``p(d | c)`` for what an inference surjection drops.
+
+Each takes the dropped part ``d`` (shape ``(B, *drop_shape)``) and a context ``c`` (what was kept,
+shape ``(B, *context_shape)``) and offers ``log_prob(d, c) -> (B,)``, ``sample(c)`` and
+``mean(c)``. Three kinds, chosen by :func:`make_inverse_density`:
+
+* ``"normal"``: ``N(0, I)``, independent of ``c``;
+* ``"diagonal"``: ``N(μ, diag σ²)`` with learned ``μ``, ``log σ``, independent of ``c``;
+* ``"conditional"``: ``N(μ(c), diag σ(c)²)`` where a small network predicts ``μ`` and ``log σ``
+  from ``c`` (an MLP for vectors, a convolutional network for ``(C, H, W)`` maps), as in the
+  official flowification code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ConditionalNormal",
+    "DiagonalNormalDensity",
+    "InverseDensity",
+    "StandardNormalDensity",
+    "make_inverse_density",
+]
+
+InverseDensityKind = Literal["normal", "diagonal", "conditional"]
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _normal_log_prob(d: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
+    u = (d - loc) * torch.exp(-log_scale)
+    return (-0.5 * u.square() - log_scale - _HALF_LOG_2PI).flatten(1).sum(1)
+
+
+class InverseDensity(nn.Module):
+    """``p(d | c)`` as a diagonal normal whose parameters come from :meth:`params`."""
+
+    def __init__(self, drop_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.drop_shape = tuple(drop_shape)
+
+    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """``(μ, log σ)``, each broadcastable to ``(B, *drop_shape)``."""
+        raise NotImplementedError
+
+    def _full_shape(self, context: Tensor) -> tuple[int, ...]:
+        return (context.shape[0], *self.drop_shape)
+
+    def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
+        loc, log_scale = self.params(context)
+        return _normal_log_prob(d, loc, log_scale)
+
+    def mean(self, context: Tensor) -> Tensor:
+        loc, _ = self.params(context)
+        return loc.expand(self._full_shape(context)).to(context.dtype)
+
+    def sample(self, context: Tensor) -> Tensor:
+        loc, log_scale = self.params(context)
+        shape = self._full_shape(context)
+        eps = torch.randn(shape, dtype=context.dtype, device=context.device)
+        return loc + torch.exp(log_scale) * eps
+
+
+class StandardNormalDensity(InverseDensity):
+    """``p(d | c) = N(0, I)``."""
+
+    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        zero = context.new_zeros(())
+        return zero, zero
+
+    def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
+        return -0.5 * d.flatten(1).square().sum(1) - _HALF_LOG_2PI * d[0].numel()
+
+
+class DiagonalNormalDensity(InverseDensity):
+    """``p(d | c) = N(μ, diag σ²)`` with learned ``μ`` and ``log σ``."""
+
+    def __init__(self, drop_shape: tuple[int, ...]) -> None:
+        super().__init__(drop_shape)
+        self.loc = nn.Parameter(torch.zeros(self.drop_shape))
+        self.log_scale = nn.Parameter(torch.zeros(self.drop_shape))
+
+    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        return self.loc, self.log_scale
+
+
+class ConditionalNormal(InverseDensity):
+    """``p(d | c) = N(μ(c), diag σ(c)²)``; a small network maps ``c`` to ``(μ, log σ)``.
+
+    For vectors (``context_shape = (k,)``, ``drop_shape = (m,)``) the network is
+    ``Linear(k, h) → GELU → Linear(h, 2m)``; for maps (``(C, H, W)`` → ``(M, H, W)``) it is
+    ``Conv3×3(C, h) → GELU → Conv3×3(h, 2M)`` with same padding. The last layer starts at zero,
+    so at initialization the density is ``N(0, I)``.
+    """
+
+    def __init__(
+        self, drop_shape: tuple[int, ...], context_shape: tuple[int, ...], *, hidden: int = 64
+    ) -> None:
+        super().__init__(drop_shape)
+        self.context_shape = tuple(context_shape)
+        if len(self.drop_shape) == 1 and len(self.context_shape) == 1:
+            last = nn.Linear(hidden, 2 * self.drop_shape[0])
+            self.net = nn.Sequential(nn.Linear(self.context_shape[0], hidden), nn.GELU(), last)
+        elif len(self.drop_shape) == 3 and len(self.context_shape) == 3:
+            last = nn.Conv2d(hidden, 2 * self.drop_shape[0], 3, padding=1)
+            self.net = nn.Sequential(
+                nn.Conv2d(self.context_shape[0], hidden, 3, padding=1), nn.GELU(), last
+            )
+        else:
+            raise ValueError(
+                f"ConditionalNormal: expected vector or (C, H, W) shapes of equal rank, got "
+                f"drop_shape={self.drop_shape}, context_shape={self.context_shape}"
+            )
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        loc, log_scale = self.net(context).chunk(2, dim=1)
+        return loc, log_scale
+
+
+def make_inverse_density(
+    kind: InverseDensityKind,
+    drop_shape: tuple[int, ...],
+    context_shape: tuple[int, ...],
+    *,
+    hidden: int = 64,
+) -> InverseDensity:
+    """Build the inverse density named by ``kind`` (``"normal"``, ``"diagonal"``, ``"conditional"``)."""
+    if kind == "normal":
+        return StandardNormalDensity(drop_shape)
+    if kind == "diagonal":
+        return DiagonalNormalDensity(drop_shape)
+    if kind == "conditional":
+        return ConditionalNormal(drop_shape, context_shape, hidden=hidden)
+    raise ValueError(
+        f"inverse_density must be one of 'normal', 'diagonal', 'conditional'; got {kind!r}"
+    )

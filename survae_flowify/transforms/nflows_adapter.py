@@ -1,0 +1,44 @@
+"""Use any ``nflows`` bijective transform as a :class:`Bijection`."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from survae_flowify.algebra.transform import Bijection, Shape
+from survae_flowify.transforms._shapes import event_shape
+
+__all__ = ["NflowsBijection"]
+
+
+class NflowsBijection(Bijection):
+    """Wrap an ``nflows.transforms.Transform`` (e.g. its rational-quadratic couplings).
+
+    nflows' convention matches ours: ``transform(x) -> (z, logabsdet)`` and
+    ``transform.inverse(z) -> (x, logabsdet)``. ``shape`` is the event shape the wrapped
+    transform expects (optional, used for input checks).
+    """
+
+    def __init__(self, transform: nn.Module, *, shape: int | tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        if not (hasattr(transform, "inverse") and isinstance(transform, nn.Module)):
+            raise TypeError(
+                f"NflowsBijection: expected an nflows Transform, got {type(transform).__name__}"
+            )
+        self.transform = transform
+        self._shape = None if shape is None else event_shape("NflowsBijection", shape)
+
+    @property
+    def in_shape(self) -> Shape | None:
+        return self._shape
+
+    @property
+    def out_shape(self) -> Shape | None:
+        return self._shape
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, logabsdet = self.transform(x)
+        return z, logabsdet.to(x.dtype)
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        x, _ = self.transform.inverse(z)
+        return x

@@ -1,0 +1,75 @@
+"""Coordinate repetition: copies plus noise orthogonal to the diagonal."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from survae_flowify import _state
+from survae_flowify.algebra.transform import GenerativeSurjection, Shape
+from survae_flowify.distributions.noise import NoiseKind, check_noise_kind
+from survae_flowify.transforms._shapes import event_shape
+from survae_flowify.transforms.orthogonal import log_q_orthogonal, sample_repeat_noise
+
+__all__ = ["Repeat"]
+
+
+class Repeat(GenerativeSurjection):
+    r"""``x ↦ (x + u_1, …, x + u_N)`` concatenated along dimension 1, ``Σ_k u_k = 0``.
+
+    Every entry of ``x`` (event shape ``(C, …)``) is copied ``N = copies`` times; the noise is
+    orthogonal to the diagonal (see :mod:`survae_flowify.transforms.orthogonal`), normal or
+    uniform on the ball, with a learned scale. Output ``(B, N·C, …)``.
+    Contribution ``V = ½ D log N − Σ log q(w)``, ``D`` the number of entries of ``x``.
+    Inverse: the mean of the copies.
+    """
+
+    def __init__(
+        self,
+        in_shape: int | tuple[int, ...],
+        copies: int = 2,
+        *,
+        noise: NoiseKind = "normal",
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self._in = event_shape("Repeat", in_shape)
+        if not (isinstance(copies, int) and copies >= 2):
+            raise ValueError(f"Repeat: copies must be an int >= 2, got {copies!r}")
+        self.copies = copies
+        self.kind = check_noise_kind("Repeat", noise)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self._in}, copies={self.copies}, noise={self.kind!r}"
+
+    @property
+    def bounded_noise(self) -> bool:
+        return self.kind == "uniform"
+
+    @property
+    def in_shape(self) -> Shape:
+        return self._in
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.copies * self._in[0], *self._in[1:])
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        b, n, d = x.shape[0], self.copies, x[0].numel()
+        stacked = x.unsqueeze(1).expand(b, n, *x.shape[1:])
+        log_det = x.new_full((b,), 0.5 * d * math.log(n))
+        if not _state.noise_enabled():
+            return stacked.reshape(b, -1, *x.shape[2:]), log_det
+        log_scale = self.log_scale.to(x.dtype)
+        u = sample_repeat_noise(tuple(stacked.shape), 1, log_scale, self.kind, x)
+        sq = u.square().sum(1).reshape(b, d)
+        m = x.new_full((d,), n - 1)
+        log_q = log_q_orthogonal(sq, m, log_scale, self.kind)
+        return (stacked + u).reshape(b, -1, *x.shape[2:]), log_det - log_q
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        b = z.shape[0]
+        return z.reshape(b, self.copies, *self._in).mean(1)

@@ -1,0 +1,63 @@
+"""The slicing inference surjection."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from survae_flowify.algebra.transform import InferenceSurjection, Shape
+from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
+from survae_flowify.transforms._shapes import event_shape
+
+__all__ = ["Slice"]
+
+
+class Slice(InferenceSurjection):
+    r"""Keep the first ``num_keep`` entries along dimension 1, drop the rest.
+
+    Forward: ``x = (z, d)`` with ``z = x[:, :k]``; contribution ``V = log p(d | z)``.
+    Inverse: ``x = (z, d)`` with ``d ~ p(· | z)`` (or its mean). ``forward(inverse(z)) = z``
+    holds by construction, so the likelihood is exact.
+
+    ``inverse_density``: ``"normal"`` (``N(0, I)``), ``"diagonal"`` (learned diagonal normal)
+    or ``"conditional"`` (normal with mean and scale predicted from ``z`` by a small network).
+    ``in_shape`` is the event shape, e.g. ``(D,)`` or ``(C, H, W)`` (channels are sliced).
+    """
+
+    def __init__(
+        self,
+        in_shape: int | tuple[int, ...],
+        num_keep: int,
+        *,
+        inverse_density: InverseDensityKind = "normal",
+    ) -> None:
+        super().__init__()
+        self._in = event_shape("Slice", in_shape)
+        if not (isinstance(num_keep, int) and 0 < num_keep < self._in[0]):
+            raise ValueError(
+                f"Slice: num_keep must be an int in [1, {self._in[0] - 1}] for in_shape "
+                f"{self._in}, got {num_keep!r}"
+            )
+        self.num_keep = num_keep
+        self._out = (num_keep, *self._in[1:])
+        drop = (self._in[0] - num_keep, *self._in[1:])
+        self.inverse_density = make_inverse_density(inverse_density, drop, self._out)
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self._in}, num_keep={self.num_keep}"
+
+    @property
+    def in_shape(self) -> Shape:
+        return self._in
+
+    @property
+    def out_shape(self) -> Shape:
+        return self._out
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, d = x[:, : self.num_keep], x[:, self.num_keep :]
+        return z, self.inverse_density.log_prob(d, z)
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        d = self.inverse_density.mean(z) if mean else self.inverse_density.sample(z)
+        return torch.cat([z, d], dim=1)
