@@ -54,7 +54,7 @@ class Breakdown:
         body = [(n, c, k, f"{v:+.4f}", str(s)) for n, c, k, v, s in self.rows]
         body.append(("total", "", "", f"{self.total:+.4f}", ""))
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
-        line = "  ".join("{:<%d}" % w for w in widths)
+        line = "  ".join(f"{{:<{w}}}" for w in widths)
         out = [line.format(*header), "  ".join("-" * w for w in widths)]
         out += [line.format(*r) for r in body]
         return "\n".join(out)
@@ -108,7 +108,7 @@ class Flow(nn.Module):
         """
         check_input(self.transform, x, self.transform.in_shape, what="x",
                     integer_ok=self.transform.accepts_integer)
-        if num_samples is None or self.exact and not self.transform.stochastic_forward:
+        if num_samples is None or (self.exact and not self.transform.stochastic_forward):
             return self._elbo(x)
         k = self._check_k(num_samples)
         terms = self._elbo_samples(x, k, chunk_size)

@@ -34,7 +34,7 @@ class Sequential(Transform):
     def __getitem__(self, i: int) -> Transform:
         return list(self._modules.values())[i]  # type: ignore[return-value]
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return iter(self._modules.values())
 
     @property

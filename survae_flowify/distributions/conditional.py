@@ -29,6 +29,7 @@ __all__ = [
 
 InverseDensityKind = Literal["normal", "diagonal", "conditional"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_SCALE_BOUND = 5.0
 
 
 def _normal_log_prob(d: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
@@ -94,7 +95,8 @@ class ConditionalNormal(InverseDensity):
     For vectors (``context_shape = (k,)``, ``drop_shape = (m,)``) the network is
     ``Linear(k, h) → GELU → Linear(h, 2m)``; for maps (``(C, H, W)`` → ``(M, H, W)``) it is
     ``Conv3×3(C, h) → GELU → Conv3×3(h, 2M)`` with same padding. The last layer starts at zero,
-    so at initialization the density is ``N(0, I)``.
+    so at initialization the density is ``N(0, I)``. ``log σ = 5·tanh(raw/5)`` is softly
+    bounded for numerical stability.
     """
 
     def __init__(
@@ -119,8 +121,9 @@ class ConditionalNormal(InverseDensity):
         nn.init.zeros_(last.bias)
 
     def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        loc, log_scale = self.net(context).chunk(2, dim=1)
-        return loc, log_scale
+        loc, raw = self.net(context).chunk(2, dim=1)
+        # A soft bound on log σ keeps early training and float32 stable; |log σ| < 5.
+        return loc, _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)
 
 
 def make_inverse_density(
