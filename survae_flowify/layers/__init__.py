@@ -1,0 +1,1 @@
+"""The flowified layers of the paper: Linear, convolutions, residual connections (DESIGN.md §2)."""
