@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import Transform, check_input
 
 __all__ = ["AugmentationGap", "Breakdown", "Flow"]
@@ -60,6 +61,13 @@ class Breakdown:
         return "\n".join(out)
 
 
+def _entry_layer(transform: Transform) -> Transform:
+    """The first leaf layer, so that input errors name the layer that rejects the input."""
+    while isinstance(transform, Sequential) and len(transform):
+        transform = transform[0]
+    return transform
+
+
 class Flow(nn.Module):
     """The density ``p(x)`` defined by ``z = transform(x)`` with ``z ~ base``.
 
@@ -106,8 +114,8 @@ class Flow(nn.Module):
         ``num_samples=K`` the importance-weighted bound ``log (1/K) Σ_k exp(ELBO_k)``, computed
         ``chunk_size`` draws at a time.
         """
-        check_input(self.transform, x, self.transform.in_shape, what="x",
-                    integer_ok=self.transform.accepts_integer)
+        entry = _entry_layer(self.transform)
+        check_input(entry, x, entry.in_shape, what="x", integer_ok=entry.accepts_integer)
         if num_samples is None or (self.exact and not self.transform.stochastic_forward):
             return self._elbo(x)
         k = self._check_k(num_samples)
