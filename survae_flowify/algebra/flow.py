@@ -116,9 +116,11 @@ class Flow(nn.Module):
         """
         entry = _entry_layer(self.transform)
         check_input(entry, x, entry.in_shape, what="x", integer_ok=entry.accepts_integer)
-        if num_samples is None or (self.exact and not self.transform.stochastic_forward):
+        if num_samples is None:
             return self._elbo(x)
         k = self._check_k(num_samples)
+        if not self.transform.stochastic_forward:
+            return self._elbo(x)  # every draw would be the same
         terms = self._elbo_samples(x, k, chunk_size)
         return torch.logsumexp(terms, 0) - math.log(k)
 
