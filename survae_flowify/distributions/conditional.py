@@ -9,6 +9,12 @@ shape ``(B, *context_shape)``) and offers ``log_prob(d, c) -> (B,)``, ``sample(c
 * ``"conditional"``: ``N(μ(c), diag σ(c)²)`` where a small network predicts ``μ`` and ``log σ``
   from ``c`` (an MLP for vectors, a convolutional network for ``(C, H, W)`` maps), as in the
   official flowification code.
+
+Shapes may leave spatial sizes open: ``drop_shape = (M, None, None)`` with
+``context_shape = (C, None, None)`` describes densities over maps of any ``H × W`` (a
+convolution kernel's dropped coordinates). The open sizes are read from the context at sampling
+time; ``"diagonal"`` then learns one ``(μ, log σ)`` per channel, shared over positions, and
+``"conditional"`` is fully convolutional.
 """
 
 from __future__ import annotations
@@ -37,10 +43,28 @@ def _normal_log_prob(d: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
     return (-0.5 * u.square() - log_scale - _HALF_LOG_2PI).flatten(1).sum(1)
 
 
-class InverseDensity(nn.Module):
-    """``p(d | c)`` as a diagonal normal whose parameters come from :meth:`params`."""
+def _check_shapes(drop_shape: tuple, context_shape: tuple) -> None:
+    """Open (``None``) sizes are allowed after the channel dimension, where the context has one too."""
+    for name, shape in (("drop_shape", drop_shape), ("context_shape", context_shape)):
+        if not shape or not all(s is None or (isinstance(s, int) and s > 0) for s in shape):
+            raise ValueError(f"inverse density: {name} must hold positive ints or None, got {shape}")
+        if shape[0] is None:
+            raise ValueError(f"inverse density: the channel size of {name} must be given, got {shape}")
+    for i, size in enumerate(drop_shape):
+        if size is None and (len(context_shape) != len(drop_shape) or context_shape[i] is not None):
+            raise ValueError(
+                "inverse density: an open (None) size of drop_shape needs an open size at the same "
+                f"position of context_shape, got drop_shape={drop_shape}, context_shape={context_shape}"
+            )
 
-    def __init__(self, drop_shape: tuple[int, ...]) -> None:
+
+class InverseDensity(nn.Module):
+    """``p(d | c)`` as a diagonal normal whose parameters come from :meth:`params`.
+
+    ``drop_shape`` may hold ``None`` for sizes taken from the context (see the module docstring).
+    """
+
+    def __init__(self, drop_shape: tuple[int | None, ...]) -> None:
         super().__init__()
         self.drop_shape = tuple(drop_shape)
 
@@ -49,7 +73,8 @@ class InverseDensity(nn.Module):
         raise NotImplementedError
 
     def _full_shape(self, context: Tensor) -> tuple[int, ...]:
-        return (context.shape[0], *self.drop_shape)
+        sizes = [c if d is None else d for d, c in zip(self.drop_shape, context.shape[1:])]
+        return (context.shape[0], *sizes, *self.drop_shape[len(sizes):])
 
     def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
         loc, log_scale = self.params(context)
@@ -78,12 +103,17 @@ class StandardNormalDensity(InverseDensity):
 
 
 class DiagonalNormalDensity(InverseDensity):
-    """``p(d | c) = N(μ, diag σ²)`` with learned ``μ`` and ``log σ``."""
+    """``p(d | c) = N(μ, diag σ²)`` with learned ``μ`` and ``log σ``.
 
-    def __init__(self, drop_shape: tuple[int, ...]) -> None:
+    Open (``None``) sizes of ``drop_shape`` share the parameters along that dimension: for
+    ``(M, None, None)`` there is one ``(μ, log σ)`` per channel.
+    """
+
+    def __init__(self, drop_shape: tuple[int | None, ...]) -> None:
         super().__init__(drop_shape)
-        self.loc = nn.Parameter(torch.zeros(self.drop_shape))
-        self.log_scale = nn.Parameter(torch.zeros(self.drop_shape))
+        param_shape = tuple(1 if s is None else s for s in self.drop_shape)
+        self.loc = nn.Parameter(torch.zeros(param_shape))
+        self.log_scale = nn.Parameter(torch.zeros(param_shape))
 
     def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
         return self.loc, self.log_scale
@@ -94,14 +124,20 @@ class ConditionalNormal(InverseDensity):
 
     For vectors (``context_shape = (k,)``, ``drop_shape = (m,)``) the network is
     ``Linear(k, h) → GELU → Linear(h, 2m)``; for maps (``(C, H, W)`` → ``(M, H, W)``) it is
-    ``Conv3×3(C, h) → GELU → Conv3×3(h, 2M)`` with same padding. The last layer starts at zero,
+    ``Conv3×3(C, h) → GELU → Conv3×3(h, 2M)`` with same padding, so a map of any size
+    (``H``, ``W`` may be ``None``) works. The last layer starts at zero,
     so at initialization the density is ``N(0, I)``. ``log σ = 5·tanh(raw/5)`` is softly
     bounded for numerical stability.
     """
 
     def __init__(
-        self, drop_shape: tuple[int, ...], context_shape: tuple[int, ...], *, hidden: int = 64
+        self,
+        drop_shape: tuple[int | None, ...],
+        context_shape: tuple[int | None, ...],
+        *,
+        hidden: int = 64,
     ) -> None:
+        _check_shapes(tuple(drop_shape), tuple(context_shape))
         super().__init__(drop_shape)
         self.context_shape = tuple(context_shape)
         if len(self.drop_shape) == 1 and len(self.context_shape) == 1:
@@ -128,12 +164,16 @@ class ConditionalNormal(InverseDensity):
 
 def make_inverse_density(
     kind: InverseDensityKind,
-    drop_shape: tuple[int, ...],
-    context_shape: tuple[int, ...],
+    drop_shape: tuple[int | None, ...],
+    context_shape: tuple[int | None, ...],
     *,
     hidden: int = 64,
 ) -> InverseDensity:
-    """Build the inverse density named by ``kind`` (``"normal"``, ``"diagonal"``, ``"conditional"``)."""
+    """Build the inverse density named by ``kind`` (``"normal"``, ``"diagonal"``, ``"conditional"``).
+
+    ``None`` in the shapes leaves a (spatial) size open; see the module docstring.
+    """
+    _check_shapes(tuple(drop_shape), tuple(context_shape))
     if kind == "normal":
         return StandardNormalDensity(drop_shape)
     if kind == "diagonal":

@@ -1,0 +1,165 @@
+r"""Flowified unfolding: the second step of a flowified convolution (paper §3.2, appendix fig. 5).
+
+Unfolding an image into its (possibly overlapping) patches copies every pixel ``p`` into the
+``N_p`` patches that contain it, a diagonal embedding ``p ↦ p·1_{N_p}``. To make it a flow, noise
+orthogonal to the diagonal fills the other ``N_p − 1`` directions; see
+:mod:`survae_flowify.transforms.orthogonal` for the volume bookkeeping (paper eq. 18).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from survae_flowify import _state
+from survae_flowify.algebra.transform import GenerativeSurjection, Shape
+from survae_flowify.distributions.noise import NoiseKind, check_noise_kind
+from survae_flowify.layers.pad import _channels, check_kernel_stride
+from survae_flowify.transforms.orthogonal import log_q_orthogonal
+
+__all__ = ["Unfold", "multiplicities"]
+
+
+def multiplicities(
+    size: tuple[int, int], kernel_size: int, stride: int, *, like: Tensor | None = None
+) -> Tensor:
+    """``N = fold(unfold(1))``: in how many patches each pixel lies, shape ``(H, W)``."""
+    ones = torch.ones((1, 1, *size)) if like is None else like.new_ones((1, 1, *size))
+    patches = F.unfold(ones, kernel_size, stride=stride)
+    return F.fold(patches, size, kernel_size, stride=stride)[0, 0]
+
+
+class Unfold(GenerativeSurjection):
+    r"""``(B, C, H, W) → (B, C·k², H', W')``: the patches of a ``k × k`` kernel moved with stride ``s``.
+
+    ``H' = (H − k)/s + 1`` (likewise ``W'``); the input must be tiled exactly,
+    ``(H − k) % s == 0`` (use :class:`~survae_flowify.layers.pad.Pad` first), and ``s ≤ k``. The
+    channel order is that of :func:`torch.nn.functional.unfold`: ``(c, i, j)`` with ``c`` slowest.
+
+    Forward: ``v = unfold(x) + u`` where, for every pixel ``p`` lying in ``N_p`` patches, its
+    ``N_p`` copies get noise ``u_p ⊥ 1`` (``Σ`` of ``u`` over the copies of ``p`` is 0), written
+    ``u_p = B_p w_p`` with ``B_p`` an orthonormal basis of the complement of the diagonal:
+
+    * ``noise="normal"`` (default, appendix B): ``w_p ~ N(0, σ² I_{N_p−1})``, sampled as a Gaussian
+      on the copies centred per pixel (``g − unfold(fold(g)/N)``), the same law as the
+      pseudocode's uniform direction times a chi amplitude;
+    * ``noise="uniform"``: ``w_p`` uniform on the ``(N_p−1)``-ball of radius ``σ`` (direction of
+      the centred Gaussian times ``σ·U^{1/(N_p−1)}``).
+
+    ``σ`` is one learned scale. Pixels with ``N_p = 1`` get no noise.
+
+    Contribution (paper eq. 18): ``V = ½ Σ_p log N_p − Σ_p log q(w_p)``, the sum over the
+    ``C·H·W`` pixels; under :func:`survae_flowify.noise_off` only ``½ Σ_p log N_p``.
+    Inverse: the mean over the copies, ``x = fold(v) / N``.
+
+    When ``stride == kernel_size`` no pixel is shared: the layer is a permutation, exact, and
+    deterministic (:attr:`exact`). Nothing about input sizes is stored: any tiled size works.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int,
+        stride: int,
+        *,
+        noise: NoiseKind = "normal",
+        in_channels: int | None = None,
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = check_kernel_stride("Unfold", kernel_size, stride)
+        self.in_channels = _channels("Unfold", in_channels)
+        self.kind = check_noise_kind("Unfold", noise)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+
+    def extra_repr(self) -> str:
+        out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.kind!r}"
+        return out if self.in_channels is None else out + f", in_channels={self.in_channels}"
+
+    @property
+    def exact(self) -> bool:  # type: ignore[override]
+        """True when no pixel lies in two patches (``stride == kernel_size``)."""
+        return self.stride == self.kernel_size
+
+    @property
+    def stochastic_forward(self) -> bool:  # type: ignore[override]
+        return not self.exact
+
+    @property
+    def bounded_noise(self) -> bool:
+        return self.kind == "uniform" and not self.exact
+
+    @property
+    def in_shape(self) -> Shape:
+        return (self.in_channels, None, None)
+
+    @property
+    def out_shape(self) -> Shape:
+        k2 = self.kernel_size**2
+        return (None if self.in_channels is None else self.in_channels * k2, None, None)
+
+    def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(H', W')`` for an input of size ``(H, W)``; raises unless the kernel tiles it."""
+        k, s = self.kernel_size, self.stride
+        for size in image_size:
+            if size < k or (size - k) % s:
+                raise ValueError(
+                    f"Unfold({self.extra_repr()}): the kernel does not tile an image of size "
+                    f"{tuple(image_size)}: expected sizes >= {k} with (size - {k}) % {s} == 0 "
+                    "(pad first, e.g. with survae_flowify.Pad)"
+                )
+        return tuple((size - k) // s + 1 for size in image_size)  # type: ignore[return-value]
+
+    def _unfold(self, x: Tensor) -> Tensor:
+        return F.unfold(x, self.kernel_size, stride=self.stride)
+
+    def _fold(self, v: Tensor, size: tuple[int, int]) -> Tensor:
+        return F.fold(v, size, self.kernel_size, stride=self.stride)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        b, c, h, w = x.shape
+        out_h, out_w = self.output_size((h, w))
+        patches = self._unfold(x)  # (B, C·k², L)
+        n = multiplicities((h, w), self.kernel_size, self.stride, like=x)
+        log_det = 0.5 * c * n.log().sum()
+        contribution = log_det.expand(b)
+        if not self.exact and _state.noise_enabled():
+            u, log_q = self._sample_noise(patches.shape, (h, w), n, c)
+            patches = patches + u
+            contribution = contribution - log_q
+        return patches.reshape(b, -1, out_h, out_w), contribution
+
+    def _sample_noise(
+        self, shape: torch.Size, size: tuple[int, int], n: Tensor, channels: int
+    ) -> tuple[Tensor, Tensor]:
+        """Noise on the patches, orthogonal to the diagonal per pixel, and ``log q`` per image."""
+        g = torch.randn(shape, dtype=n.dtype, device=n.device)
+        g = g - self._unfold(self._fold(g, size) / n)  # centred over the copies of every pixel
+        sq_norm = self._fold(g.square(), size)  # (B, C, H, W)
+        m = (n - 1).expand(channels, *size).reshape(-1)
+        log_scale = self.log_scale.to(n.dtype)
+        scale = torch.exp(log_scale)
+        if self.kind == "normal":
+            u = g * scale
+            return u, log_q_orthogonal(sq_norm.flatten(1) * scale.square(), m, log_scale, "normal")
+        # Uniform on the (N−1)-ball: unit direction times radius σ·U^{1/(N−1)}. Where N = 1, g is
+        # exactly 0; the masks keep 0/0 out of the values and of the gradients.
+        shared = n > 1
+        u01 = torch.rand(sq_norm.shape, dtype=n.dtype, device=n.device)
+        amplitude = u01 ** (1 / (n - 1).clamp_min(1)) * torch.where(shared, sq_norm, 1).rsqrt()
+        u = g * self._unfold(scale * amplitude)
+        return u, log_q_orthogonal(sq_norm.flatten(1), m, log_scale, "uniform")
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        b, ck2, out_h, out_w = z.shape
+        k, s = self.kernel_size, self.stride
+        if ck2 % (k * k):
+            raise ValueError(
+                f"Unfold({self.extra_repr()}): expected z with a multiple of {k * k} channels "
+                f"(C·k²), got shape {tuple(z.shape)}"
+            )
+        size = ((out_h - 1) * s + k, (out_w - 1) * s + k)
+        n = multiplicities(size, k, s, like=z)
+        return self._fold(z.reshape(b, ck2, out_h * out_w), size) / n
