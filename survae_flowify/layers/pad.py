@@ -74,8 +74,8 @@ class Pad(GenerativeSurjection):
 
     Example: MNIST ``28 × 28`` with ``k = 3, s = 2`` is padded to ``29 × 29`` (output ``14 × 14``);
     CIFAR ``32 → 33`` (``16``); ``7 × 7`` needs no padding (output ``3 × 3``). When no padding is
-    needed the layer is the identity with ``V = 0``; with ``stride = 1`` it always is, and
-    :attr:`exact` says so.
+    needed the layer is the identity with ``V = 0``; :attr:`exact` says so when it always is
+    (``stride = 1``, or an ``image_size`` that needs no padding).
 
     The padded size does not determine ``H`` when ``s > 1`` (``s`` input sizes pad to the same
     size), so the inverse needs ``image_size=(H, W)``; without it the forward accepts any size and
@@ -111,7 +111,9 @@ class Pad(GenerativeSurjection):
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
-        """True when no input is ever padded (``stride == 1``)."""
+        """True when no input is ever padded: ``stride == 1``, or ``image_size`` needs no padding."""
+        if self.image_size is not None:
+            return self.padded_size(self.image_size) == self.image_size
         return self.stride == 1
 
     @property
