@@ -32,8 +32,8 @@ The inverse solves the bin's quadratic ``a θ^2 + b θ + c = 0`` as nflows does,
 numerically stable root ``θ = 2c / (−b − \sqrt{b^2 − 4ac})`` (Durkan et al., appendix A), where
 ``u = y − y_k``, ``a = s_k u + h_k(δ_k − d_k)``, ``b = h_k d_k − s_k u`` and ``c = −δ_k u``.
 
-Inputs exactly at ``x = +B`` take the right tail and ``x = −B`` the first bin (nflows puts both
-in the spline); the two agree there to rounding (value ``±B``, derivative 1).
+As in nflows, ``[−B, B]`` is closed: inputs exactly at ``±B`` go through the spline (whose value
+and derivative agree there with the tails', but not the derivative of ``log g'``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ _MAX_CELLS = 1 << 16
 class RqTables(NamedTuple):
     """Everything one direction of the spline needs that depends on the parameters alone.
 
-    ``knots``: ``(K+1,)`` bin edges on the input side (``x_k`` forward, ``y_k`` inverse).
+    ``knots``: ``(K+1,)`` bin edges on the input side (``x_k`` forward, ``y_k`` inverse), the last
+    one moved up by one ulp so that the right tail is ``x > B``.
     ``coefficients``: ``(P, K+2)``, one column per bin, the first and last are the tails.
     ``below``/``ahead``: ``(M+2,)`` lookup tables of :func:`_locate` (empty when ``cells == 0``).
     """
@@ -164,8 +165,10 @@ def rq_tables(
         knots, min_size = cw, min_bin_width
         rows = [cw[:-1], 1 / w, ch[:-1], p, q, s, delta, c2, c1, c0]
         table = _with_tails(rows, [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    # The right tail starts just above B, so x = B stays in the last bin, as in nflows.
+    knots = torch.cat([knots[:-1], knots[-1:].nextafter(knots.new_full((1,), math.inf))]).detach()
     below, ahead, cells = _lookup(knots, tail_bound, min_size)
-    return RqTables(knots.detach(), table, below, ahead, float(tail_bound), cells, inverse)
+    return RqTables(knots, table, below, ahead, float(tail_bound), cells, inverse)
 
 
 def _locate(flat: Tensor, tables: RqTables) -> Tensor:
