@@ -1,0 +1,371 @@
+"""Side-by-side speed of flowified models against the plain networks of the same shapes.
+
+Run ``python benchmarks/speed.py [--device cpu|cuda] [--batch 256] [--repeats N] [--quick]``.
+Every comparison is measured in one run with the timings interleaved (one call of each
+contender per round, so drifts in machine load hit all alike) and reported as medians:
+
+* FMLP-MNIST (appendix figure 8) training step (``−log_prob`` + backward + Adam) against the
+  plain ``nn.Sequential`` MLP 784→512→256→128→64→32→8 with LeakyReLU (mean-square loss), and
+  eval ``log_prob`` under ``torch.no_grad()`` against the plain forward;
+* the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
+* the RqSpline activation on a (128, 512) batch: fast kernel vs nflows' function vs LeakyReLU;
+* the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
+
+Timings are wall-clock with the device synchronised around every call. ``--profile`` adds a
+``torch.profiler`` table of one FMLP training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import survae_flowify as ffn
+
+MNIST = (1, 28, 28)
+LEVELS = 256
+FMLP_WIDTHS = [512, 256, 128, 64, 32, 8]  # appendix figure 8
+# Appendix figure 11: (out_channels, kernel_size, stride), then the dense widths.
+FCONV1_CONVS = [(16, 3, 2), (24, 2, 2), (32, 3, 2), (48, 2, 1), (64, 2, 1)]
+FCONV1_WIDTHS = [64] * 6 + [32] * 7 + [8]
+LEAKY_SLOPE = 0.5
+SPLINE_SHAPE = (128, 512)
+LEARNING_RATE = 5e-4  # appendix F
+
+
+@dataclass
+class Row:
+    """One line of the table: a contender's median time against a reference's."""
+
+    name: str
+    time_s: float | None
+    reference: str = ""
+    reference_s: float | None = None
+    goal: str = ""
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.time_s is None or not self.reference_s:
+            return None
+        return self.time_s / self.reference_s
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], object]], *, repeats: int, warmup: int, sync: Callable[[], None]
+) -> dict[str, float]:
+    """Median seconds per call of each contender; each round calls every contender once."""
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def flowified(name: str) -> tuple[ffn.Flow | None, str]:
+    """The paper's model from ``survae_flowify.models``; FMLP is built by hand if only the
+    flowified Linear exists. Returns ``(None, reason)`` when it cannot be built."""
+    try:
+        from survae_flowify import models
+    except ImportError as error:
+        reason = f"survae_flowify.models unavailable ({error})"
+    else:
+        return models.build(name, MNIST), ""
+    if name != "fmlp":
+        return None, reason
+    try:
+        from survae_flowify.layers.linear import Linear
+    except ImportError as error:
+        return None, f"{reason}; flowified Linear unavailable ({error})"
+    parts: list[ffn.Transform] = [ffn.Dequantize(LEVELS), ffn.Flatten(MNIST)]
+    features = 784
+    for i, width in enumerate(FMLP_WIDTHS):
+        parts.append(Linear(features, width, inverse_density="conditional"))
+        if i < len(FMLP_WIDTHS) - 1:
+            parts.append(ffn.RqSpline())
+        features = width
+    return ffn.Flow(ffn.StandardNormal(features), ffn.Sequential(*parts)), ""
+
+
+def plain_mlp() -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = 784
+    for i, width in enumerate(FMLP_WIDTHS):
+        layers.append(nn.Linear(features, width))
+        if i < len(FMLP_WIDTHS) - 1:
+            layers.append(nn.LeakyReLU(LEAKY_SLOPE))
+        features = width
+    return nn.Sequential(*layers)
+
+
+class PadToTile(nn.Module):
+    """Zero-pad right/bottom so a ``kernel_size``/``stride`` kernel tiles the image (the shapes
+    of the flowified ``Pad``)."""
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h = (-(x.shape[-2] - self.kernel_size)) % self.stride
+        pad_w = (-(x.shape[-1] - self.kernel_size)) % self.stride
+        return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def plain_conv() -> nn.Sequential:
+    """FCONV1-MNIST's shapes with ordinary layers: (pad, conv, LeakyReLU)*, flatten, (linear, LeakyReLU)*."""
+    layers: list[nn.Module] = []
+    channels, size = 1, 28
+    for out_c, k, s in FCONV1_CONVS:
+        layers += [PadToTile(k, s), nn.Conv2d(channels, out_c, k, s), nn.LeakyReLU(LEAKY_SLOPE)]
+        size = (size + (-(size - k)) % s - k) // s + 1
+        channels = out_c
+    layers.append(nn.Flatten())
+    features = channels * size * size
+    for width in FCONV1_WIDTHS:
+        layers += [nn.Linear(features, width), nn.LeakyReLU(LEAKY_SLOPE)]
+        features = width
+    return nn.Sequential(*layers)
+
+
+def train_step(model: nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        optimizer.step()
+
+    return step
+
+
+def compare_model(
+    label: str, name: str, plain: nn.Module, images: torch.Tensor, args: argparse.Namespace,
+    sync: Callable[[], None], goals: tuple[str, str],
+) -> list[Row]:
+    flow, reason = flowified(name)
+    if flow is None:
+        return [Row(f"{label} train step", None, note=reason), Row(f"{label} eval log_prob", None)]
+    flow, plain = flow.to(args.device), plain.to(args.device)
+    flat = images.float() / LEVELS
+    rows = []
+    flow.train()
+    plain.train()
+    t = interleaved(
+        {
+            "flow": train_step(flow, lambda: -flow.log_prob(images).mean()),
+            "plain": train_step(plain, lambda: plain(flat).pow(2).mean()),
+        },
+        repeats=args.repeats, warmup=args.warmup, sync=sync,
+    )
+    rows.append(Row(f"{label} train step", t["flow"], "plain net", t["plain"], goals[0]))
+    flow.eval()
+    plain.eval()
+
+    @torch.no_grad()
+    def flow_eval() -> None:
+        flow.log_prob(images)
+
+    @torch.no_grad()
+    def plain_eval() -> None:
+        plain(flat)
+
+    t = interleaved({"flow": flow_eval, "plain": plain_eval}, repeats=args.repeats,
+                    warmup=args.warmup, sync=sync)
+    rows.append(Row(f"{label} eval log_prob", t["flow"], "plain forward", t["plain"], goals[1]))
+    return rows
+
+
+def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
+    """Layers with input validation off, so the kernels themselves are timed."""
+    gen = torch.Generator().manual_seed(0)
+    x = (1.5 * torch.randn(SPLINE_SHAPE, generator=gen)).to(args.device)
+    layers = {
+        "fast": ffn.RqSpline(),
+        "nflows": ffn.RqSpline(backend="nflows"),
+        "leaky": ffn.LeakyReLU(LEAKY_SLOPE),
+    }
+    with torch.no_grad():
+        for layer in layers.values():
+            for p in layer.parameters():
+                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    for layer in layers.values():
+        layer.to(args.device)
+    x_grad = x.clone().requires_grad_()
+
+    def forward(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                layer(x)
+        return run
+
+    def backward(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            z, contribution = layer(x_grad)
+            (z.sum() + contribution.sum()).backward()
+        return run
+
+    shape = "×".join(map(str, SPLINE_SHAPE))
+    rows = []
+    repeats = max(3, args.repeats // 2) if args.quick else args.repeats
+    with ffn.validation(False):
+        for what, make in (("forward", forward), ("fwd+bwd", backward)):
+            t = interleaved({k: make(v) for k, v in layers.items()}, repeats=repeats,
+                            warmup=args.warmup, sync=sync)
+            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "LeakyReLU", t["leaky"]))
+            rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "LeakyReLU", t["leaky"]))
+            rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "fast spline", t["fast"]))
+    return rows
+
+
+def graph_breaks(args: argparse.Namespace) -> list[str]:
+    flow, reason = flowified("fmlp")
+    if flow is None:
+        return [f"graph breaks in FMLP log_prob: n/a ({reason})"]
+    flow = flow.to(args.device).eval()
+    images = mnist_like(2, args.device)
+    lines = []
+    for validate in (False, True):
+        torch._dynamo.reset()
+        try:
+            with ffn.validation(validate), torch.no_grad():
+                explanation = torch._dynamo.explain(flow.log_prob)(images)
+        except Exception as error:  # report, do not crash the table
+            lines.append(f"graph breaks in FMLP log_prob (validation {'on' if validate else 'off'}): "
+                         f"dynamo failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}")
+            continue
+        reasons = sorted({str(r.reason).splitlines()[0][:100] for r in explanation.break_reasons})
+        goal = "goal 0" if not validate else "input checks on: data-dependent raises"
+        lines.append(
+            f"graph breaks in FMLP log_prob (validation {'on' if validate else 'off'}): "
+            f"{explanation.graph_break_count} in {explanation.graph_count} graph(s) [{goal}]"
+        )
+        lines += [f"    - {r}" for r in reasons[:6]]
+    torch._dynamo.reset()
+    return lines
+
+
+def profile_fmlp(args: argparse.Namespace, sync: Callable[[], None]) -> str:
+    flow, reason = flowified("fmlp")
+    if flow is None:
+        return f"profile: n/a ({reason})"
+    flow = flow.to(args.device).train()
+    images = mnist_like(args.batch, args.device)
+    step = train_step(flow, lambda: -flow.log_prob(images).mean())
+    for _ in range(args.warmup):
+        step()
+    sync()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if args.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            with torch.profiler.record_function("fmlp_train_step"):
+                step()
+        sync()
+    key = "self_cuda_time_total" if args.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=20)
+
+
+def mnist_like(batch: int, device: torch.device) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randint(0, LEVELS, (batch, *MNIST), generator=gen).float().to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _ms(t: float | None) -> str:
+    return "n/a" if t is None else f"{1e3 * t:9.3f}"
+
+
+def table(rows: list[Row]) -> str:
+    header = f"{'comparison':<40} {'ms':>9}   {'reference':<14} {'ms':>9} {'ratio':>8}  goal"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:7.2f}×"
+        reference = _ms(r.reference_s) if r.reference else ""
+        line = f"{r.name:<40} {_ms(r.time_s):>9}   {r.reference:<14} {reference:>9} {ratio:>8}  {r.goal}"
+        lines.append(line.rstrip())
+        if r.note:
+            lines.append(f"    ({r.note})")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds per comparison")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: batch 16, 3 rounds, 1 warm-up (numbers are not meaningful)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the graph-break count")
+    parser.add_argument("--profile", action="store_true", help="profile one FMLP training step")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.repeats, args.warmup = min(args.batch, 16), 3, 1
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    args.device = torch.device(args.device)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sync = synchronizer(args.device)
+    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor()
+    print(f"survae_flowify speed — device {args.device} ({name or platform.machine()}), batch {args.batch}, "
+          f"{args.repeats} interleaved rounds (medians), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads")
+    images = mnist_like(args.batch, args.device)
+    rows = compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, ("≤ 3", "≤ 2"))
+    rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
+    rows += compare_spline(args, sync)
+    print(table(rows))
+    if not args.no_compile:
+        print("\n".join(graph_breaks(args)))
+    if args.profile:
+        print(profile_fmlp(args, sync))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The speed benchmark runs and prints its table (timings are never asserted: shared machines)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def test_speed_benchmark_quick_mode_prints_the_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for row in ("FMLP-MNIST train step", "FMLP-MNIST eval log_prob", "FCONV1-MNIST train step",
+                "FCONV1-MNIST eval log_prob", "RqSpline 128×512 forward: fast",
+                "RqSpline 128×512 fwd+bwd: nflows", "graph breaks in FMLP log_prob"):
+        assert row in out, out
+    spline_rows = [line for line in out.splitlines() if line.startswith("RqSpline")]
+    assert len(spline_rows) == 6 and all(line.rstrip().endswith("×") for line in spline_rows), out
