@@ -15,6 +15,7 @@ from survae_flowify.algebra import (
     Transform,
 )
 from survae_flowify.distributions import DiagonalNormal, StandardNormal
+from survae_flowify.layers import Linear
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -41,6 +42,7 @@ __all__ = [
     "GenerativeSurjection",
     "InferenceSurjection",
     "LeakyReLU",
+    "Linear",
     "NflowsBijection",
     "Repeat",
     "Reshape",

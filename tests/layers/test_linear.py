@@ -1,0 +1,177 @@
+"""The flowified Linear: dense equivalence, SVD construction, eval caching, rotations."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import survae_flowify as ffn
+from survae_flowify.layers.linear import IncreasingLinear, ReducingLinear, SquareLinear
+from survae_flowify.layers.rotations import Rotation
+from survae_flowify.testing import perturb_parameters
+from tests.oracles import linear_gaussian_log_prob
+
+ROTATIONS = ["householder", "cayley", "exp"]
+SHAPES = [(4, 4), (6, 3), (3, 6)]
+
+
+@pytest.mark.parametrize(("fin", "fout", "kind"), [
+    (3, 3, SquareLinear), (5, 2, ReducingLinear), (2, 5, IncreasingLinear)])
+def test_regime_classes(fin: int, fout: int, kind: type) -> None:
+    layer = ffn.Linear(fin, fout)
+    assert isinstance(layer, ffn.Linear) and isinstance(layer, kind)
+    expected = {SquareLinear: ffn.Bijection, ReducingLinear: ffn.InferenceSurjection,
+                IncreasingLinear: ffn.GenerativeSurjection}[kind]
+    assert isinstance(layer, expected)
+    assert layer.exact == (fin >= fout)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    assert type(torch.load(buffer, weights_only=False)) is kind
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS)
+@pytest.mark.parametrize(("fin", "fout"), SHAPES)
+def test_noise_off_forward_equals_dense_layer(fin: int, fout: int, rotation: str) -> None:
+    torch.manual_seed(0)
+    layer = perturb_parameters(ffn.Linear(fin, fout, rotation=rotation)).double()
+    x = torch.randn(7, fin, dtype=torch.float64)
+    with ffn.noise_off():
+        z, _ = layer(x)
+    torch.testing.assert_close(z, F.linear(x, layer.weight, layer.bias), atol=1e-12, rtol=0)
+    singular = torch.linalg.svdvals(layer.weight)
+    torch.testing.assert_close(singular.sort().values, layer.log_sigma.exp().sort().values)
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS)
+@pytest.mark.parametrize(("fin", "fout"), SHAPES)
+@pytest.mark.parametrize("negative_det", [False, True])
+def test_from_linear_keeps_the_function(fin: int, fout: int, rotation: str, negative_det: bool) -> None:
+    torch.manual_seed(1)
+    dense = nn.Linear(fin, fout).double()
+    if negative_det:
+        with torch.no_grad():
+            dense.weight[0].neg_()  # flips det of a square weight; flips a singular vector otherwise
+    layer = ffn.Linear.from_linear(dense, rotation=rotation)
+    x = torch.randn(5, fin, dtype=torch.float64)
+    with ffn.noise_off():
+        z, _ = layer(x)
+    torch.testing.assert_close(z, dense(x), atol=1e-10, rtol=0)
+    if fin == fout:
+        assert torch.sign(torch.linalg.det(layer.weight)) == torch.sign(torch.linalg.det(dense.weight))
+
+
+def test_from_linear_identity_and_rank_deficient() -> None:
+    eye = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        eye.weight.copy_(torch.eye(3))
+    layer = ffn.Linear.from_linear(eye.double())
+    torch.testing.assert_close(layer.weight, torch.eye(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    bad = nn.Linear(3, 2)
+    with torch.no_grad():
+        bad.weight.zero_()
+    with pytest.raises(ValueError, match="rank-deficient"):
+        ffn.Linear.from_linear(bad)
+    with pytest.raises(TypeError, match=r"torch\.nn\.Linear"):
+        ffn.Linear.from_linear(nn.Conv2d(1, 1, 1))
+
+
+@pytest.mark.parametrize(("fin", "fout"), SHAPES)
+def test_eval_cache_is_used_and_invalidated(fin: int, fout: int) -> None:
+    torch.manual_seed(2)
+    layer = perturb_parameters(ffn.Linear(fin, fout)).double()
+    x = torch.randn(4, fin, dtype=torch.float64)
+    torch.manual_seed(0)
+    train_out = layer(x)
+    layer.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        eval_out = layer(x)
+        assert layer._cache is not None
+        torch.testing.assert_close(eval_out, train_out, atol=1e-10, rtol=0)
+        layer.log_sigma.add_(0.5)  # parameters change in eval mode: the cache must not be reused
+        torch.manual_seed(0)
+        changed = layer(x)
+    assert not torch.allclose(changed[0], eval_out[0])
+    layer.train()
+    torch.manual_seed(0)
+    torch.testing.assert_close(layer(x)[0], changed[0], atol=1e-10, rtol=0)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+        perturb_parameters(layer, seed=5)
+        layer.load_state_dict(state)
+        torch.manual_seed(0)
+        torch.testing.assert_close(layer(x)[0], changed[0], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS)
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_rotations_are_orthogonal_and_apply_consistently(rotation: str, n: int) -> None:
+    torch.manual_seed(3)
+    rot = perturb_parameters(Rotation(n, rotation), scale=1.0).double()
+    q = rot.matrix()
+    torch.testing.assert_close(q.T @ q, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
+    x = torch.randn(4, n, dtype=torch.float64)
+    torch.testing.assert_close(rot.rotate(x), x @ q.T, atol=1e-12, rtol=0)
+    torch.testing.assert_close(rot.rotate_t(x), x @ q, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS)
+def test_set_matrix_reaches_both_determinants(rotation: str) -> None:
+    torch.manual_seed(4)
+    rot = Rotation(5, rotation).double()
+    for sign in (1.0, -1.0):
+        q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+        if torch.linalg.det(q) * sign < 0:
+            q[:, 0].neg_()
+        rot.set_matrix(q)
+        torch.testing.assert_close(rot.matrix(), q, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="orthogonal"):
+        rot.set_matrix(torch.ones(5, 5, dtype=torch.float64))
+
+
+def test_reducing_density_kinds_and_float32() -> None:
+    for kind in ("normal", "diagonal", "conditional"):
+        layer = perturb_parameters(ffn.Linear(6, 2, inverse_density=kind))
+        x = torch.randn(3, 6)
+        z, c = layer(x)
+        assert z.dtype == c.dtype == torch.float32 and c.shape == (3,)
+        back = layer.inverse(z, mean=True)
+        torch.testing.assert_close(layer(back)[0], z, atol=1e-4, rtol=1e-4)
+
+
+def test_square_stack_matches_closed_form_in_float64_after_training_steps() -> None:
+    """Exact to 1e-8 after a few optimiser steps (not just at initialisation)."""
+    torch.manual_seed(5)
+    t = ffn.Sequential(ffn.Linear(3, 3), ffn.Linear(3, 3, rotation="cayley"))
+    flow = ffn.Flow(ffn.StandardNormal(3), t).double()
+    opt = torch.optim.Adam(flow.parameters(), lr=0.05)
+    data = torch.randn(64, 3, dtype=torch.float64) @ torch.tensor(
+        [[2.0, 0, 0], [0.5, 0.3, 0], [-1, 0.2, 1.5]], dtype=torch.float64)
+    for _ in range(20):
+        opt.zero_grad()
+        (-flow.log_prob(data).mean()).backward()
+        opt.step()
+    x = data[:5]
+    exact = linear_gaussian_log_prob(flow, x)
+    with torch.no_grad():
+        torch.testing.assert_close(flow.log_prob(x), exact, atol=1e-8, rtol=0)
+
+
+def test_bad_configuration_errors() -> None:
+    with pytest.raises(ValueError, match="positive ints"):
+        ffn.Linear(0, 3)
+    with pytest.raises(ValueError, match="rotation must be one of"):
+        ffn.Linear(3, 3, rotation="givens")
+    with pytest.raises(ValueError, match="inverse_density must be one of"):
+        ffn.Linear(4, 2, inverse_density="laplace")
+    with pytest.raises(ValueError, match="noise must be"):
+        ffn.Linear(2, 4, noise="cauchy")
+    with pytest.raises(ValueError, match=r"IncreasingLinear.*expected x of shape \(batch, 2\)"):
+        ffn.Linear(2, 4)(torch.randn(3, 3))
