@@ -1,0 +1,85 @@
+"""What every loader returns (:class:`DataSplits`) and the errors a loader raises."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from torch import Tensor
+
+__all__ = ["DataError", "DataFormatError", "DataNotFoundError", "DataSplits", "Kind"]
+
+Kind = Literal["image", "tabular", "toy"]
+
+
+class DataError(Exception):
+    """Base class of the data errors a user can fix (missing or malformed files)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set's files are not where they were looked for.
+
+    The message names the data set, every place looked in, the files expected there and how to
+    get them.
+    """
+
+    def __init__(self, name: str, looked_in: Sequence[Path], expected: str, how: str) -> None:
+        places = ", ".join(str(p) for p in looked_in) or "(nowhere)"
+        super().__init__(
+            f"data set {name!r} not found: looked for {expected} in {places}. {how}"
+        )
+        self.name = name
+        self.looked_in = tuple(looked_in)
+
+
+class DataFormatError(DataError, ValueError):
+    """A data file exists but is not in the expected format (truncated, wrong header, ...)."""
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train / validation / test tensors of one data set.
+
+    ``levels`` is the number of integer levels of discrete data (images: values in
+    ``{0, …, levels−1}``, stored as ``uint8``) and ``None`` for continuous data. Test metrics are
+    bits per dimension for images (``−log p / (D ln 2)`` of the discrete bound) and nats per
+    example for tabular and 2-D data.
+    """
+
+    name: str
+    kind: Kind
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    levels: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Event shape of one example, e.g. ``(1, 28, 28)`` or ``(6,)``."""
+        return tuple(self.train.shape[1:])
+
+    @property
+    def dim(self) -> int:
+        """Number of dimensions ``D`` of one example."""
+        return math.prod(self.shape)
+
+    @property
+    def metric(self) -> Literal["bpd", "nats"]:
+        """``"bpd"`` for images, ``"nats"`` otherwise."""
+        return "bpd" if self.kind == "image" else "nats"
+
+    def subset(self, n: int) -> DataSplits:
+        """The first ``n`` examples of every split (quick runs and tests)."""
+        if n < 1:
+            raise ValueError(f"subset: n must be >= 1, got {n}")
+        return replace(self, train=self.train[:n], valid=self.valid[:n], test=self.test[:n])
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {self.kind}, shape {self.shape}, train {len(self.train)}, "
+            f"valid {len(self.valid)}, test {len(self.test)}"
+            + (f", {self.levels} levels" if self.levels else "")
+        )

@@ -1,0 +1,44 @@
+"""Training, evaluation, checkpoints, DDP and figures (DESIGN.md §5).
+
+``Trainer(flow, data, out, TrainConfig(...)).run()`` trains any :class:`~survae_flowify.Flow`
+on :class:`~survae_flowify.data.DataSplits` with the paper's defaults (Adam 5e-4, cosine
+annealing to 0, batch 256) and writes ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``
+and PNG figures into ``out``. The command line (``survae-flowify``) is a thin layer over this.
+"""
+
+from survae_flowify.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
+from survae_flowify.training.config import SCHEDULE_KEYS, ConfigError, TrainConfig
+from survae_flowify.training.distributed import DistContext, resolve_device, setup, teardown
+from survae_flowify.training.loop import RunResult, Trainer, evaluate, nll_to_metric, parameter_count
+from survae_flowify.training.records import MetricsLog, atomic_write, read_jsonl, write_json
+from survae_flowify.training.schedule import cosine_lr, set_lr
+
+__all__ = [
+    "SCHEDULE_KEYS",
+    "CheckpointError",
+    "ConfigError",
+    "DistContext",
+    "MetricsLog",
+    "RunResult",
+    "TrainConfig",
+    "Trainer",
+    "atomic_write",
+    "cosine_lr",
+    "evaluate",
+    "load_checkpoint",
+    "load_model_state",
+    "nll_to_metric",
+    "parameter_count",
+    "read_jsonl",
+    "resolve_device",
+    "save_checkpoint",
+    "set_lr",
+    "setup",
+    "teardown",
+    "write_json",
+]
