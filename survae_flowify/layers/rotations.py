@@ -1,32 +1,28 @@
 r"""Orthogonal matrices for the flowified Linear (DESIGN.md §2, paper appendix G).
 
-Each parametrization is a small module holding an ``n × n`` orthogonal matrix
+``Rotation(n, kind)`` holds an ``n × n`` orthogonal matrix
 
 .. math:: Q = Q_0\,D, \qquad Q_0 \in SO(n) \text{ from the parameters}, \quad
           D = \mathrm{diag}(1, \dots, 1, \det Q)
 
-where ``D`` is a fixed buffer (``signs``): it lets a layer reach both components of ``O(n)``
-(a trained ``nn.Linear`` may have a weight of negative determinant), while training never
-crosses between them. All start at ``Q = D`` (the identity for ``det = +1``).
+where ``D`` is a fixed buffer (``signs``): a layer can represent both components of ``O(n)``
+(a trained ``nn.Linear`` may have a weight of negative determinant) while training never
+crosses between them. Every kind starts at ``Q = I``.
 
-* :class:`Householder` (``"householder"``, the default): ``Q_0 = −H_1 ⋯ H_k`` with reflectors
-  ``H_i = I − 2 v_i v_iᵀ / ‖v_i‖²``. With ``k = n`` every rotation is reached (Cartan–Dieudonné:
-  a product of ``n`` reflections has determinant ``(−1)^n``, and every such matrix is one, so
-  ``−H_1⋯H_n`` covers ``SO(n)``). The product is applied in the compact "UT transform"
-  ``H_1 ⋯ H_k = I − Y S^{-1} Yᵀ``, ``Y = [v_1, …, v_k]``,
-  ``S = ½ diag(YᵀY) + strict_upper(YᵀY)`` (one triangular solve), so a batch of ``N`` rows costs
-  ``O(N n k)`` without forming ``Q``; ``Q`` is formed instead when that is cheaper (``N ≳ n``).
-  With ``k < n`` reflectors the first ``k`` columns of ``Q`` still range over *every*
-  orthonormal ``k``-frame (the Householder QR argument), but the remaining columns are tied to
-  them; :class:`~survae_flowify.layers.linear.Linear` uses this only where the other columns
-  do not matter (``reflectors="minimal"``).
-* :class:`Cayley` (``"cayley"``): ``Q_0 = (I − A)(I + A)^{-1}``, ``A = P − Pᵀ`` skew; reaches the
-  rotations without eigenvalue ``−1``.
-* :class:`MatrixExp` (``"exp"``): ``Q_0 = \exp(P − Pᵀ)``, the Lie-algebra map of the paper's
-  appendix G; onto ``SO(n)``.
+* ``"householder"`` (default): ``Q_0 = −H_1 ⋯ H_n``, ``H_i = I − 2 v_i v_iᵀ/‖v_i‖²``. A product
+  of ``n`` reflections has determinant ``(−1)^n`` and every such matrix is one
+  (Cartan–Dieudonné), so ``−H_1⋯H_n`` covers ``SO(n)``. Applied in the compact "UT transform"
+  ``H_1 ⋯ H_n = I − Y S^{-1} Yᵀ``, ``Y = [v_1, …, v_n]``,
+  ``S = ½ diag(YᵀY) + strict_upper(YᵀY)`` (one triangular solve): a batch of ``N`` rows costs
+  ``O(N n²)`` without forming ``Q``; ``Q`` is formed instead when that is cheaper (``N ≳ n``).
+  Starts at ``v_i = e_i``, where ``Q_0 = I``.
+* ``"cayley"``: ``Q_0 = (I − A)(I + A)^{-1}``, ``A = P − Pᵀ`` skew; reaches the rotations
+  without eigenvalue ``−1``.
+* ``"exp"``: ``Q_0 = \exp(P − Pᵀ)``, the Lie-algebra map of the paper's appendix G; onto
+  ``SO(n)``.
 
-Conventions: batches hold row vectors ``x`` of shape ``(N, n)``; :meth:`Rotation.matvec` returns
-the rows ``Q x`` (that is ``x Qᵀ``) and :meth:`Rotation.rmatvec` the rows ``Qᵀ x``.
+Batches hold row vectors ``x`` of shape ``(N, n)``: :meth:`Rotation.rotate` returns the rows
+``Q x`` (``= x Qᵀ``) and :meth:`Rotation.rotate_t` the rows ``Qᵀ x`` (``= x Q``).
 """
 
 from __future__ import annotations
@@ -36,233 +32,150 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Cayley", "Householder", "MatrixExp", "Rotation", "RotationKind", "make_rotation"]
+__all__ = ["Rotation", "RotationKind"]
 
 RotationKind = Literal["householder", "cayley", "exp"]
-ROTATION_KINDS = ("householder", "cayley", "exp")
-
-# Rough flop weights of forming Q for the dense maps (LU solve, scaling-and-squaring Padé).
-_CAYLEY_FORM_COST = 3
-_EXP_FORM_COST = 10
+_KINDS = ("householder", "cayley", "exp")
+_ORTHOGONAL_TOL = 1e-6
 
 
 class Rotation(nn.Module):
-    """Base class: ``Q = Q_0 D`` with ``Q_0 ∈ SO(n)`` from the parameters and ``D`` fixed.
+    """An orthogonal ``n × n`` matrix ``Q = Q_0 D``; see the module docstring for the kinds.
 
-    Subclasses implement :meth:`base_matrix` (and may override :meth:`_base_matvec` /
-    :meth:`_base_rmatvec` when applying ``Q_0`` is cheaper than forming it) and
-    :meth:`_assign_base`.
+    In eval mode (without grad) :meth:`matrix` is computed once and reused until a parameter
+    or the sign buffer changes.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, kind: RotationKind = "householder") -> None:
         super().__init__()
         if not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
-            raise ValueError(f"{type(self).__name__}: n must be a positive int, got {n!r}")
-        self.n = n
+            raise ValueError(f"Rotation: n must be a positive int, got {n!r}")
+        if kind not in _KINDS:
+            raise ValueError(f"Rotation: rotation must be one of {_KINDS}, got {kind!r}")
+        self.n, self.kind = n, kind
+        init = torch.eye(n) if kind == "householder" else torch.zeros(n, n)
+        self.weight = nn.Parameter(init)
         self.register_buffer("signs", torch.ones(n))
+        self._cache: tuple[tuple, Tensor] | None = None
 
     def extra_repr(self) -> str:
-        return f"n={self.n}"
+        return f"n={self.n}, kind={self.kind!r}"
 
-    @property
-    def det(self) -> int:
-        """The determinant of :meth:`matrix`, ``+1`` or ``−1`` (fixed; see :meth:`assign`)."""
-        return int(self.signs[-1].item())
+    def train(self, mode: bool = True) -> Rotation:
+        self._cache = None
+        return super().train(mode)
 
-    # --- what subclasses provide -------------------------------------------------------------
-    def base_matrix(self) -> Tensor:
-        """``Q_0`` of shape ``(n, n)``."""
-        raise NotImplementedError
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_cache"] = None
+        return state
 
-    def form_cost(self) -> int:
-        """Rough multiply-adds to form ``Q_0``."""
-        raise NotImplementedError
-
-    def _assign_base(self, q0: Tensor) -> None:
-        raise NotImplementedError
-
-    def _base_matvec(self, x: Tensor) -> Tensor:
-        return x @ self.base_matrix().T
-
-    def _base_rmatvec(self, x: Tensor) -> Tensor:
-        return x @ self.base_matrix()
-
-    # --- derived ----------------------------------------------------------------------------
-    def apply_cost(self, rows: int) -> int:
-        """Rough multiply-adds of :meth:`matvec` on ``rows`` rows."""
-        return self.form_cost() + rows * self.n * self.n
-
-    def matrix(self) -> Tensor:
-        """``Q = Q_0 D``, shape ``(n, n)``, orthogonal."""
-        return self.base_matrix() * self.signs
-
-    def matvec(self, x: Tensor) -> Tensor:
-        """Rows ``Q x`` for ``x`` of shape ``(N, n)`` (``= x Qᵀ = x D Q_0ᵀ``)."""
-        return self._base_matvec(x * self.signs)
-
-    def rmatvec(self, x: Tensor) -> Tensor:
-        """Rows ``Qᵀ x`` for ``x`` of shape ``(N, n)`` (``= x Q_0 D``)."""
-        return self._base_rmatvec(x) * self.signs
-
-    @torch.no_grad()
-    def assign(self, q: Tensor) -> None:
-        """Set the parameters (and the determinant buffer) so that :meth:`matrix` equals ``q``.
-
-        ``q``: an orthogonal ``(n, n)`` matrix of either determinant. Raises ``ValueError`` when
-        this parametrization cannot represent it (Cayley: an eigenvalue ``−1``).
-        """
-        q = q.detach().to(torch.float64)
-        if q.shape != (self.n, self.n):
-            raise ValueError(f"{type(self).__name__}: expected a ({self.n}, {self.n}) matrix, got "
-                             f"{tuple(q.shape)}")
-        signs = torch.ones(self.n, dtype=torch.float64)
-        signs[-1] = 1.0 if torch.linalg.det(q) > 0 else -1.0
-        self._assign_base(q * signs)
-        self.signs.copy_(signs)
-
-
-class Householder(Rotation):
-    r"""``Q_0 = −H_1 ⋯ H_k``, ``H_i = I − 2 v_i v_iᵀ/‖v_i‖²`` (parameters: the rows ``v_i``).
-
-    Applied as ``Q_0 = Y S^{-1} Yᵀ − I`` with ``Y = [v_1 … v_k]`` and
-    ``S = ½ diag(YᵀY) + strict_upper(YᵀY)``; starts at ``v_i = e_i`` where ``Q_0 = I`` for
-    ``k = n``. ``reflectors=k < n`` keeps only the first ``k`` columns of ``Q`` free.
-    """
-
-    def __init__(self, n: int, *, reflectors: int | None = None) -> None:
-        super().__init__(n)
-        k = n if reflectors is None else reflectors
-        if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= n):
-            raise ValueError(f"Householder: reflectors must be an int in [1, {n}], got {reflectors!r}")
-        self.reflectors = k
-        self.vectors = nn.Parameter(torch.eye(k, n))
-
-    def extra_repr(self) -> str:
-        return f"n={self.n}, reflectors={self.reflectors}"
-
-    @property
-    def det(self) -> int:
-        # −H_1⋯H_k has determinant (−1)^(n+k); with k = n that is +1.
-        return super().det * (-1) ** (self.n + self.reflectors)
-
+    # ---------------------------------------------------------------- Q_0 by kind
     def _triangle(self) -> Tensor:
-        gram = self.vectors @ self.vectors.T
+        gram = self.weight @ self.weight.T
         return torch.triu(gram, 1) + torch.diag_embed(0.5 * gram.diagonal())
 
-    def base_matrix(self) -> Tensor:
-        v = self.vectors
-        solved = torch.linalg.solve_triangular(self._triangle(), v, upper=True)
-        return v.T @ solved - torch.eye(self.n, dtype=v.dtype, device=v.device)
+    def _base(self) -> Tensor:
+        p = self.weight
+        eye = torch.eye(self.n, dtype=p.dtype, device=p.device)
+        if self.kind == "householder":
+            return p.T @ torch.linalg.solve_triangular(self._triangle(), p, upper=True) - eye
+        a = p - p.T
+        if self.kind == "cayley":
+            return torch.linalg.solve(eye + a, eye - a)  # (I + A) and (I − A) commute
+        return torch.matrix_exp(a)
 
-    def form_cost(self) -> int:
-        n, k = self.n, self.reflectors
-        return n * k * k // 2 + n * n * k
+    def _compute(self) -> Tensor:
+        """``Q = Q_0 D``, always recomputed."""
+        return self._base() * self.signs
 
-    def _ut_cost(self, rows: int) -> int:
-        n, k = self.n, self.reflectors
-        return rows * (2 * n * k + k * k // 2)
-
-    def apply_cost(self, rows: int) -> int:
-        return min(self._ut_cost(rows), super().apply_cost(rows))
+    def matrix(self) -> Tensor:
+        """``Q``, shape ``(n, n)``; cached in eval mode without grad."""
+        if self.training or torch.is_grad_enabled():
+            return self._compute()
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype,
+               self.signs._version, self.signs.data_ptr())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._compute())
+        return self._cache[1]
 
     def _use_ut(self, rows: int) -> bool:
-        return self._ut_cost(rows) <= super().apply_cost(rows)
+        # UT transform: ~2.5 N n² multiply-adds; forming Q: ~1.5 n³ + N n².
+        return (self.kind == "householder" and (self.training or torch.is_grad_enabled())
+                and 3 * rows < 2 * self.n)
 
-    def _base_matvec(self, x: Tensor) -> Tensor:
+    def rotate(self, x: Tensor) -> Tensor:
+        """Rows ``Q x`` for ``x`` of shape ``(N, n)``."""
         if not self._use_ut(x.shape[0]):
-            return super()._base_matvec(x)
-        # x Q_0ᵀ = (x Y) S^{-T} Yᵀ − x
-        p = x @ self.vectors.T
+            return x @ self.matrix().T
+        # x Qᵀ = x D Q_0ᵀ = (x' Y) S^{-T} Yᵀ − x'  with  x' = x D
+        xs = x * self.signs
+        p = xs @ self.weight.T
         r = torch.linalg.solve_triangular(self._triangle().T, p, upper=False, left=False)
-        return r @ self.vectors - x
+        return r @ self.weight - xs
 
-    def _base_rmatvec(self, x: Tensor) -> Tensor:
+    def rotate_t(self, x: Tensor) -> Tensor:
+        """Rows ``Qᵀ x`` for ``x`` of shape ``(N, n)``."""
         if not self._use_ut(x.shape[0]):
-            return super()._base_rmatvec(x)
-        # x Q_0 = (x Y) S^{-1} Yᵀ − x
-        p = x @ self.vectors.T
+            return x @ self.matrix()
+        # x Q = (x Q_0) D = ((x Y) S^{-1} Yᵀ − x) D
+        p = x @ self.weight.T
         r = torch.linalg.solve_triangular(self._triangle(), p, upper=True, left=False)
-        return r @ self.vectors - x
+        return (r @ self.weight - x) * self.signs
 
-    def _assign_base(self, q0: Tensor) -> None:
-        """Householder QR of ``−Q_0``'s first ``k`` columns, each mapped onto ``+e_i``."""
-        n, k = self.n, self.reflectors
-        current = -q0[:, :k].clone()
-        vectors = torch.zeros(k, n, dtype=torch.float64)
-        for i in range(k):
-            a = current[i:, i]
-            rest = a[1:].square().sum()
-            v = torch.zeros(n, dtype=torch.float64)
-            v[i + 1:] = a[1:]
-            # v_i = a_i − ‖a‖ without cancellation (Parlett); columns are unit vectors.
-            norm = torch.sqrt(a[0].square() + rest)
-            v[i] = -rest / (a[0] + norm) if a[0] > 0 else a[0] - norm
-            if float(v.norm()) == 0.0:  # already e_i: a reflector that fixes e_1, …, e_i
-                v[n - 1] = 1.0
-            v = v / v.norm()
-            vectors[i] = v
-            current = current - 2 * torch.outer(v, v @ current)
-        self.vectors.copy_(vectors)
+    # ---------------------------------------------------------------- construction
+    @torch.no_grad()
+    def set_matrix(self, q: Tensor) -> None:
+        """Set the parameters and the sign buffer so that :meth:`matrix` equals ``q``.
 
-
-class Cayley(Rotation):
-    r"""``Q_0 = (I − A)(I + A)^{-1}`` with ``A = P − Pᵀ`` (parameter ``P``, starts at 0)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(n)
-        self.weight = nn.Parameter(torch.zeros(n, n))
-
-    def base_matrix(self) -> Tensor:
-        a = self.weight - self.weight.T
-        eye = torch.eye(self.n, dtype=a.dtype, device=a.device)
-        # (I − A) and (I + A) commute, so Q_0 = (I + A)^{-1}(I − A).
-        return torch.linalg.solve(eye + a, eye - a)
-
-    def form_cost(self) -> int:
-        return _CAYLEY_FORM_COST * self.n**3
-
-    def _assign_base(self, q0: Tensor) -> None:
+        ``q``: orthogonal ``(n, n)``, either determinant. ``ValueError`` when ``q`` is not
+        orthogonal or this kind cannot represent it (Cayley, ``exp``: an eigenvalue ``−1``).
+        """
+        q = q.detach().to(torch.float64).cpu()
         eye = torch.eye(self.n, dtype=torch.float64)
-        if torch.linalg.cond(eye + q0) > 1e10:
-            raise ValueError("Cayley: the rotation has an eigenvalue −1, which the Cayley map "
-                             "cannot reach; use rotation='householder' or 'exp'")
-        a = torch.linalg.solve(eye + q0, eye - q0)
-        self.weight.copy_(0.25 * (a - a.T))
+        if q.shape != (self.n, self.n) or (q.T @ q - eye).abs().max() > _ORTHOGONAL_TOL:
+            raise ValueError(f"Rotation.set_matrix: expected an orthogonal ({self.n}, {self.n}) "
+                             f"matrix, got shape {tuple(q.shape)}")
+        signs = torch.ones(self.n, dtype=torch.float64)
+        signs[-1] = 1.0 if torch.linalg.det(q) > 0 else -1.0
+        q0 = q * signs
+        if self.kind == "householder":
+            param = _householder_vectors(q0)
+        elif self.kind == "cayley":
+            if torch.linalg.cond(eye + q0) > 1e10:
+                raise ValueError("Rotation.set_matrix: the rotation has an eigenvalue −1, which "
+                                 "the Cayley map cannot reach; use kind='householder'")
+            a = torch.linalg.solve(eye + q0, eye - q0)
+            param = 0.25 * (a - a.T)
+        else:
+            vals, vecs = torch.linalg.eig(q0)
+            log = vecs @ torch.diag_embed(torch.log(vals)) @ torch.linalg.inv(vecs)
+            if log.imag.abs().max() > 1e-6:
+                raise ValueError("Rotation.set_matrix: no real logarithm found (eigenvalue −1); "
+                                 "use kind='householder'")
+            param = 0.25 * (log.real - log.real.T)
+        self.weight.copy_(param.to(self.weight))
+        self.signs.copy_(signs.to(self.signs))
+        self._cache = None
 
 
-class MatrixExp(Rotation):
-    r"""``Q_0 = exp(P − Pᵀ)`` (parameter ``P``, starts at 0): the paper's appendix G."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(n)
-        self.weight = nn.Parameter(torch.zeros(n, n))
-
-    def base_matrix(self) -> Tensor:
-        return torch.matrix_exp(self.weight - self.weight.T)
-
-    def form_cost(self) -> int:
-        return _EXP_FORM_COST * self.n**3
-
-    def _assign_base(self, q0: Tensor) -> None:
-        # Q_0 is normal: Q_0 = P diag(e^{iθ}) P^{-1}, log Q_0 = P diag(iθ) P^{-1}, real unless
-        # Q_0 has the eigenvalue −1 (then iπ has no conjugate partner).
-        eigvals, eigvecs = torch.linalg.eig(q0)
-        log = eigvecs @ torch.diag_embed(torch.log(eigvals)) @ torch.linalg.inv(eigvecs)
-        if log.imag.abs().max() > 1e-6:
-            raise ValueError("MatrixExp: the rotation has an eigenvalue −1 with no real logarithm "
-                             "found; use rotation='householder'")
-        skew = 0.5 * (log.real - log.real.T)
-        self.weight.copy_(0.5 * skew)
-
-
-def make_rotation(kind: RotationKind, n: int, *, reflectors: int | None = None) -> Rotation:
-    """Build the rotation named by ``kind``; ``reflectors`` applies to ``"householder"`` only."""
-    if kind == "householder":
-        return Householder(n, reflectors=reflectors)
-    if reflectors is not None and reflectors != n:
-        raise ValueError(f"reflectors={reflectors} applies to rotation='householder' only, got {kind!r}")
-    if kind == "cayley":
-        return Cayley(n)
-    if kind == "exp":
-        return MatrixExp(n)
-    raise ValueError(f"rotation must be one of {ROTATION_KINDS}, got {kind!r}")
+def _householder_vectors(q0: Tensor) -> Tensor:
+    """Rows ``v_i`` with ``−H_1 ⋯ H_n = q0`` (``q0 ∈ SO(n)``): Householder QR of ``−q0``, each
+    column mapped onto ``+e_i`` (the parity of ``n`` reflections makes the last step close)."""
+    n = q0.shape[0]
+    current = -q0.clone()
+    vectors = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        a = current[i:, i]
+        rest = a[1:].square().sum()
+        norm = torch.sqrt(a[0].square() + rest)
+        v = torch.zeros(n, dtype=torch.float64)
+        v[i + 1:] = a[1:]
+        # v_i = a_i − ‖a‖ without cancellation (Parlett).
+        v[i] = -rest / (a[0] + norm) if a[0] > 0 else a[0] - norm
+        if float(v.norm()) == 0.0:  # already e_i: a reflector that fixes e_1, …, e_i
+            v[n - 1] = 1.0
+        v = v / v.norm()
+        vectors[i] = v
+        current = current - 2 * torch.outer(v, v @ current)
+    return vectors
