@@ -214,7 +214,7 @@ def _train(args: argparse.Namespace, dist: Any) -> int:
             print(f"{'resuming' if checkpoint else 'training'} {spec['model']} on {data} "
                   f"({trainer.total_steps} steps, device {dist.device}, {dist.world_size} process(es)); "
                   f"run directory {out}", file=sys.stderr, flush=True)
-    result = trainer.run()
+    result = trainer.run(stop_after=args.stop_after)
     if not dist.is_main:
         return 0 if result.status == "finished" else 1
     return _report(result, data)
@@ -224,9 +224,9 @@ def _report(result: Any, data: Any) -> int:
     if result.status == "diverged":
         print(f"survae-flowify: {result.message}", file=sys.stderr)
         return 1
-    if result.status == "interrupted":
+    if result.status in ("interrupted", "paused"):
         print(f"survae-flowify: {result.message}", file=sys.stderr)
-        return 130
+        return 130 if result.status == "interrupted" else 0
     s, metric = result.summary, data.metric
     unit = "bits/dim" if metric == "bpd" else "nats"
     print(f"test {unit}: {s[f'test_{metric}']:.4f} ({s['bound']})")
@@ -369,6 +369,9 @@ def _add_train(sub: Any) -> None:
                    "must not exist or be empty")
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN (its directory or checkpoint "
                    "file): same step count, data order and learning-rate schedule")
+    p.add_argument("--stop-after", type=int, metavar="STEPS",
+                   help="pause after this many steps of this invocation (checkpoint saved; continue "
+                   "with --resume), e.g. to fit a job's time slot; not part of the schedule")
     p.add_argument("--epochs", type=int, help="passes over the training set (default 10)")
     p.add_argument("--batch-size", type=int, help="global batch size, split over DDP processes (default 256)")
     p.add_argument("--lr", type=float, help="initial learning rate, annealed to 0 (default 5e-4)")
@@ -455,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     from survae_flowify.training import CheckpointError, ConfigError
 
     args = build_parser().parse_args(argv)
-    for name in ("n", "batch_size", "steps", "eval_samples", "threads", "subset"):
+    for name in ("n", "batch_size", "steps", "eval_samples", "threads", "subset", "stop_after"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             return _fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")

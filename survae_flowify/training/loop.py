@@ -33,7 +33,7 @@ from survae_flowify.training.schedule import cosine_lr, set_lr
 
 __all__ = ["RunResult", "Trainer", "evaluate", "nll_to_metric", "parameter_count"]
 
-Status = Literal["finished", "interrupted", "diverged"]
+Status = Literal["finished", "paused", "interrupted", "diverged"]
 _RANK_SEED_STRIDE = 7919  # a prime: distinct noise streams per rank
 
 
@@ -261,13 +261,17 @@ class Trainer:
         return value, norm, False, stops > 0
 
     # -------------------------------------------------------------------- run
-    def run(self) -> RunResult:
-        """Train until the schedule ends, a stop signal arrives, or the loss stops being finite."""
+    def run(self, *, stop_after: int | None = None) -> RunResult:
+        """Train until the schedule ends, a stop signal arrives, or the loss stops being finite.
+
+        ``stop_after=N`` pauses (checkpoint saved, status ``"paused"``) after ``N`` steps of this
+        call, e.g. to fit a job's time slot; resuming continues the same schedule.
+        """
         start = time.perf_counter()
         progress = self._progress()
         try:
             with _StopSignals() as signals:
-                result = self._loop(signals, progress)
+                result = self._loop(signals, progress, stop_after)
         finally:
             self.train_time += time.perf_counter() - start
             progress.close()
@@ -275,8 +279,9 @@ class Trainer:
             return result
         return self._finish(time.perf_counter() - start)
 
-    def _loop(self, signals: _StopSignals, progress: Any) -> RunResult | None:
+    def _loop(self, signals: _StopSignals, progress: Any, stop_after: int | None) -> RunResult | None:
         window: list[float] = []
+        pause_at = self.step + stop_after if stop_after else None
         last_save = time.monotonic()
         while self.step < self.total_steps:
             epoch, first = divmod(self.step, self.steps_per_epoch)
@@ -292,14 +297,16 @@ class Trainer:
                     window = []
                 if stop:
                     return self._interrupted()
+                if self.step == pause_at or self.step >= self.total_steps:
+                    break
                 if self._checkpoint_due(last_save):
                     self.save()
                     last_save = time.monotonic()
-                if self.step >= self.total_steps:
-                    break
             if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
                 self._end_epoch(epoch, progress)
                 last_save = time.monotonic()
+            if self.step == pause_at and self.step < self.total_steps:
+                return self._paused()
         return None
 
     def _checkpoint_due(self, last_save: float) -> bool:
@@ -371,6 +378,12 @@ class Trainer:
         message = (f"interrupted at step {self.step} of {self.total_steps}; checkpoint saved to "
                    f"{self.checkpoint_path}; continue with --resume {self.out}")
         return RunResult("interrupted", self.step, message)
+
+    def _paused(self) -> RunResult:
+        self.save()
+        message = (f"paused after step {self.step} of {self.total_steps}; checkpoint saved to "
+                   f"{self.checkpoint_path}; continue with --resume {self.out}")
+        return RunResult("paused", self.step, message)
 
     def _finish(self, wall: float) -> RunResult:
         """Final checkpoint, test (and validation) metrics, figures and ``summary.json``."""
