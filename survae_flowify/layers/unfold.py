@@ -23,13 +23,26 @@ from survae_flowify.transforms.orthogonal import log_q_orthogonal
 __all__ = ["Unfold", "multiplicities"]
 
 
+def _counts(size: int, kernel_size: int, stride: int, like: Tensor) -> Tensor:
+    """Along one axis: the number of windows ``[i·s, i·s + k)``, ``0 ≤ i < (size − k)//s + 1``,
+    that contain each position ``h``: ``i`` runs from ``⌈(h − k + 1)/s⌉`` to ``⌊h/s⌋``, clipped."""
+    h = torch.arange(size, device=like.device)
+    last = (size - kernel_size) // stride
+    hi = torch.div(h, stride, rounding_mode="floor").clamp(max=last)
+    lo = torch.div(h - kernel_size + stride, stride, rounding_mode="floor").clamp(min=0)
+    return (hi - lo + 1).clamp(min=0).to(like.dtype)
+
+
 def multiplicities(
     size: tuple[int, int], kernel_size: int, stride: int, *, like: Tensor | None = None
 ) -> Tensor:
-    """``N = fold(unfold(1))``: in how many patches each pixel lies, shape ``(H, W)``."""
-    ones = torch.ones((1, 1, *size)) if like is None else like.new_ones((1, 1, *size))
-    patches = F.unfold(ones, kernel_size, stride=stride)
-    return F.fold(patches, size, kernel_size, stride=stride)[0, 0]
+    """``N = fold(unfold(1))``: in how many patches each pixel lies, shape ``(H, W)``.
+
+    Computed in closed form, as the product of the counts along the two axes.
+    """
+    like = torch.empty(()) if like is None else like
+    rows = _counts(size[0], kernel_size, stride, like)
+    return torch.outer(rows, _counts(size[1], kernel_size, stride, like))
 
 
 class Unfold(GenerativeSurjection):

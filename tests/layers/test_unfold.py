@@ -41,6 +41,16 @@ def test_multiplicities_of_known_cases() -> None:
     assert multiplicities((7, 9), 3, 2).min() == 1
 
 
+@pytest.mark.parametrize(("k", "s"), [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3), (4, 3), (5, 2)])
+def test_multiplicities_are_fold_of_unfold(k: int, s: int) -> None:
+    for size in [(k, k), (k + s, k + 3 * s), (k + 4 * s, k + 2 * s)]:
+        ones = torch.ones(1, 1, *size, dtype=torch.float64)
+        want = F.fold(F.unfold(ones, k, stride=s), size, k, stride=s)[0, 0]
+        got = multiplicities(size, k, s, like=ones)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(("k", "s", "size"), [(3, 2, (5, 7)), (2, 1, (4, 4)), (2, 2, (4, 6))])
 def test_noise_off_is_torch_unfold(k: int, s: int, size: tuple[int, int]) -> None:
     layer = _layer(k, s)

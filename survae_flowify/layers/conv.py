@@ -1,0 +1,328 @@
+r"""Flowified convolution (paper §3.2): ``Conv2d = Pad → Unfold → PatchLinear``.
+
+A convolution is a linear map applied to every patch of the image with shared weights. Its
+flowification is three transforms, each public:
+
+1. :class:`~survae_flowify.layers.pad.Pad`: noise rows/columns so that the kernel tiles the image;
+2. :class:`~survae_flowify.layers.unfold.Unfold`: the patches as channels, every shared pixel
+   copied with noise orthogonal to the diagonal (paper eq. 18, appendix fig. 5);
+3. :class:`PatchLinear`: a flowified :class:`~survae_flowify.layers.linear.Linear` applied to
+   every patch.
+
+With :func:`survae_flowify.noise_off` the composite computes exactly
+``F.conv2d(F.pad(x, (0, q, 0, p)), weight, bias, stride)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from survae_flowify.algebra.sequential import Sequential
+from survae_flowify.algebra.transform import (
+    Bijection,
+    GenerativeSurjection,
+    InferenceSurjection,
+    Shape,
+    Transform,
+)
+from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
+from survae_flowify.distributions.noise import NoiseKind
+from survae_flowify.layers.linear import Linear
+from survae_flowify.layers.pad import Pad, _image_size, check_kernel_stride
+from survae_flowify.layers.rotations import RotationKind
+from survae_flowify.layers.unfold import Unfold
+
+__all__ = [
+    "Conv2d",
+    "PatchLinear",
+    "PatchLinearBijection",
+    "PatchLinearGenerative",
+    "PatchLinearInference",
+]
+
+
+def _to_rows(v: Tensor) -> Tensor:
+    """``(B, C, H, W) → (B·H·W, C)``: one row per position."""
+    return v.permute(0, 2, 3, 1).reshape(-1, v.shape[1])
+
+
+def _to_map(rows: Tensor, b: int, h: int, w: int) -> Tensor:
+    """``(B·H·W, C) → (B, C, H, W)``, the inverse of :func:`_to_rows`."""
+    return rows.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _regime(in_channels: int, out_channels: int) -> type[PatchLinear]:
+    if in_channels == out_channels:
+        return PatchLinearBijection
+    return PatchLinearInference if in_channels > out_channels else PatchLinearGenerative
+
+
+class PatchLinear(Transform):
+    r"""A flowified Linear applied to every position of a map: ``(B, C_in, H, W) → (B, C_out, H, W)``.
+
+    For a convolution, ``C_in = C·k²`` are the patches of :class:`~survae_flowify.layers.unfold.Unfold`
+    and the output is the convolution's output map. Every position ``l`` holds a vector
+    ``x_l ∈ R^{C_in}`` and the flowified Linear ``W = UΣVᵀ`` (DESIGN.md §2) maps it to
+    ``z_l ∈ R^{C_out}`` with shared weights. Contributions are summed over the ``H·W`` positions.
+
+    Constructing ``PatchLinear(C_in, C_out, …)`` returns the class of the Linear's regime:
+
+    * ``C_in == C_out``: :class:`PatchLinearBijection`, ``z_l = W x_l + b``,
+      ``V = H·W·Σ log σ``; inverse ``x_l = W⁻¹(z_l − b)``.
+    * ``C_in > C_out``: :class:`PatchLinearInference`. ``(y_keep, y_drop) = Vᵀ x_l``,
+      ``z_l = UΣ y_keep + b``; the dropped coordinates form a map ``d`` of shape
+      ``(B, C_in − C_out, H, W)`` with inverse density ``p(d | z)`` over the whole map:
+      ``"normal"`` (``N(0, I)``), ``"diagonal"`` (learned mean and scale per channel) or
+      ``"conditional"`` (mean and log-scale predicted from the output map ``z`` by a small
+      convolutional network, as in the paper's models, DESIGN.md §4).
+      ``V = H·W·Σ log σ + log p(d | z)``, exact; the inverse samples ``d`` (or takes its mean).
+    * ``C_in < C_out``: :class:`PatchLinearGenerative`. ``z_l = U(ΣVᵀx_l, u_l) + b`` with noise
+      ``u_l`` (normal or uniform, learned scale); ``V = H·W·Σ log σ − Σ_l log q(u_l)``, a bound;
+      the inverse drops ``u``.
+
+    ``bias``, ``noise`` and ``rotation`` (``"householder"``, ``"cayley"``, ``"exp"``) configure the
+    Linear; ``hidden`` is the width of the conditional network. Any ``H × W`` works.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PatchLinear:
+        if cls is PatchLinear:
+            in_channels = args[0] if args else kwargs.get("in_channels")
+            out_channels = args[1] if len(args) > 1 else kwargs.get("out_channels")
+            if isinstance(in_channels, int) and isinstance(out_channels, int):
+                cls = _regime(in_channels, out_channels)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        bias: bool = True,
+        inverse_density: InverseDensityKind = "conditional",
+        noise: NoiseKind = "normal",
+        rotation: RotationKind = "householder",
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"PatchLinear: {name} must be a positive int, got {value!r}")
+        # The Linear's own (vector) inverse density stays parameter-free: the dropped
+        # coordinates get a density over the whole map instead.
+        linear = Linear(in_channels, out_channels, bias=bias, noise=noise, inverse_density="normal",
+                        rotation=rotation)
+        self._adopt(linear, inverse_density, hidden=hidden)
+
+    def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int) -> None:
+        """Use ``linear`` for the patches; build the map density of the dropped coordinates."""
+        if _regime(linear.in_features, linear.out_features) is not type(self):
+            raise ValueError(
+                f"{type(self).__name__}: a Linear({linear.in_features}, {linear.out_features}) "
+                "belongs to another regime"
+            )
+        self.in_channels, self.out_channels = linear.in_features, linear.out_features
+        self.linear = linear
+        drop = self.in_channels - self.out_channels
+        if drop > 0:
+            self.inverse_density = make_inverse_density(
+                inverse_density, (drop, None, None), (self.out_channels, None, None), hidden=hidden
+            )
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: Linear,
+        *,
+        inverse_density: InverseDensityKind = "conditional",
+        hidden: int = 64,
+    ) -> PatchLinear:
+        """A PatchLinear that applies the given flowified ``linear`` to every position.
+
+        ``linear`` should have been built with ``inverse_density="normal"``: the map density
+        of the dropped coordinates replaces the Linear's own.
+        """
+        self = PatchLinear.__new__(PatchLinear, linear.in_features, linear.out_features)
+        Transform.__init__(self)
+        self._adopt(linear, inverse_density, hidden=hidden)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}"
+
+    @property
+    def bounded_noise(self) -> bool:
+        return bool(self.linear.bounded_noise)
+
+    @property
+    def in_shape(self) -> Shape:
+        return (self.in_channels, None, None)
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.out_channels, None, None)
+
+    @property
+    def weight(self) -> Tensor:
+        """The equivalent dense weight ``(C_out, C_in)``."""
+        return self.linear.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.linear.bias
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        b, _, h, w = x.shape
+        z, dropped, log_q, log_det = self.linear.forward_parts(_to_rows(x))
+        z_map = _to_map(z, b, h, w)
+        contribution = (h * w * log_det).expand(b)
+        if log_q is not None:
+            contribution = contribution - log_q.reshape(b, h * w).sum(1)
+        if dropped is not None:
+            contribution = contribution + self.inverse_density.log_prob(_to_map(dropped, b, h, w), z_map)
+        return z_map, contribution
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        b, _, h, w = z.shape
+        dropped = None
+        if self.in_channels > self.out_channels:
+            density = self.inverse_density
+            dropped = _to_rows(density.mean(z) if mean else density.sample(z))
+        return _to_map(self.linear.inverse_parts(_to_rows(z), dropped), b, h, w)
+
+
+class PatchLinearBijection(PatchLinear, Bijection):
+    """:class:`PatchLinear` with ``C_in == C_out``: a bijection."""
+
+
+class PatchLinearInference(PatchLinear, InferenceSurjection):
+    """:class:`PatchLinear` with ``C_in > C_out``: an exact inference surjection."""
+
+
+class PatchLinearGenerative(PatchLinear, GenerativeSurjection):
+    """:class:`PatchLinear` with ``C_in < C_out``: a generative surjection (a bound)."""
+
+
+class Conv2d(Sequential):
+    r"""Flowified ``nn.Conv2d(in_channels, out_channels, kernel_size, stride)`` (paper §3.2).
+
+    The composite ``pad → unfold → kernel`` of :class:`~survae_flowify.layers.pad.Pad`,
+    :class:`~survae_flowify.layers.unfold.Unfold` and :class:`PatchLinear`
+    (``C·k² → out_channels``), so ``flow.breakdown`` shows the three parts. Input
+    ``(B, C, H, W)``; output ``(B, out_channels, H', W')`` with ``H' = (H + p − k)/s + 1``, the
+    shape of ``nn.Conv2d(C, out_channels, k, s)`` on the padded input.
+
+    Contribution: the sum of the parts',
+    ``V = −log q(u_pad) + ½ Σ_p log N_p − Σ_p log q(w_p) + V_kernel``; exact only when no padding
+    is added, the kernels do not overlap (``stride == kernel_size``) and the kernel does not
+    increase the dimension (``C·k² ≥ out_channels``). Inverse: the kernel's inverse, the mean over
+    the copies of every pixel, the crop.
+
+    :attr:`weight` ``(out, C, k, k)`` and :attr:`bias` are those of the equivalent ``nn.Conv2d``:
+    under :func:`survae_flowify.noise_off` the output equals
+    ``F.conv2d(F.pad(x, (0, q, 0, p)), weight, bias, stride)`` (zero padding).
+
+    Keywords: ``noise`` (``"normal"`` or ``"uniform"``, for padding, unfolding and an increasing
+    kernel), ``inverse_density`` of a reducing kernel (``"conditional"`` by default, as in the
+    paper's models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed
+    by the inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
+    Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` (width of
+    the conditional network).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        bias: bool = True,
+        noise: NoiseKind = "normal",
+        inverse_density: InverseDensityKind = "conditional",
+        image_size: int | tuple[int, int] | None = None,
+        rotation: RotationKind = "householder",
+        hidden: int = 64,
+    ) -> None:
+        super(Sequential, self).__init__()  # named parts instead of Sequential's numbered ones
+        k, s = check_kernel_stride("Conv2d", kernel_size, stride)
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
+        self.kernel_size, self.stride = k, s
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.image_size = _image_size("Conv2d", image_size)
+        self.add_module("pad", Pad(k, s, noise=noise, in_channels=in_channels, image_size=image_size))
+        self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels))
+        self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
+                                              inverse_density=inverse_density, rotation=rotation,
+                                              hidden=hidden))
+
+    def extra_repr(self) -> str:
+        out = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        return out if self.image_size is None else out + f", image_size={self.image_size}"
+
+    @property
+    def out_shape(self) -> Shape:
+        if self.image_size is None:
+            return (self.out_channels, None, None)
+        return (self.out_channels, *self.output_size(self.image_size))
+
+    def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(H', W')`` for an input of size ``(H, W)`` (after padding)."""
+        return self.unfold.output_size(self.pad.padded_size(tuple(image_size)))  # type: ignore[arg-type]
+
+    @property
+    def weight(self) -> Tensor:
+        """The equivalent ``nn.Conv2d`` weight, ``(out_channels, in_channels, k, k)``."""
+        k = self.kernel_size
+        return self.kernel.weight.reshape(self.out_channels, self.in_channels, k, k)
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.kernel.bias
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, **kwargs: Any) -> Conv2d:
+        """A flowified copy of a trained ``nn.Conv2d`` with the same weight and bias.
+
+        Supported: square kernels and strides with ``stride ≤ kernel_size``, no padding, no
+        dilation, one group. ``kwargs`` go to :class:`Conv2d` (``noise``, ``inverse_density``,
+        ``image_size``, ...).
+        """
+        _check_plain_conv(conv)
+        k, s = conv.kernel_size[0], conv.stride[0]
+        layer = cls(conv.in_channels, conv.out_channels, k, s, bias=conv.bias is not None, **kwargs)
+        dense = nn.Linear(conv.in_channels * k * k, conv.out_channels, bias=conv.bias is not None)
+        dense = dense.to(conv.weight.device, conv.weight.dtype)
+        with torch.no_grad():
+            dense.weight.copy_(conv.weight.reshape(conv.out_channels, -1))
+            if conv.bias is not None:
+                dense.bias.copy_(conv.bias)
+        linear = Linear.from_linear(dense, inverse_density="normal", noise=layer.unfold.kind,
+                                    rotation=layer.kernel.linear.U.kind)
+        # Keep the kernel module (and its map density); load the fitted Linear's state into it.
+        layer.kernel.linear.load_state_dict(linear.state_dict())
+        return layer
+
+
+def _check_plain_conv(conv: nn.Module) -> None:
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"Conv2d.from_conv2d: expected a torch.nn.Conv2d, got {type(conv).__name__}")
+    problems = []
+    if conv.padding == "same" or (conv.padding != "valid" and any(p != 0 for p in conv.padding)):
+        problems.append(f"padding={conv.padding} (use padding=0; Pad adds flowified padding)")
+    if any(d != 1 for d in conv.dilation):
+        problems.append(f"dilation={conv.dilation} (use 1)")
+    if conv.groups != 1:
+        problems.append(f"groups={conv.groups} (use 1)")
+    if conv.kernel_size[0] != conv.kernel_size[1]:
+        problems.append(f"kernel_size={conv.kernel_size} (must be square)")
+    if conv.stride[0] != conv.stride[1]:
+        problems.append(f"stride={conv.stride} (must be square)")
+    elif conv.stride[0] > conv.kernel_size[0]:
+        problems.append(f"stride={conv.stride} larger than kernel_size={conv.kernel_size} skips pixels")
+    if problems:
+        raise ValueError(f"Conv2d.from_conv2d: cannot flowify {conv}: " + "; ".join(problems))
