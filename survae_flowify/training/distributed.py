@@ -62,6 +62,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def max(self, values: list[float]) -> list[float]:
+        """Elementwise maximum of ``values`` over all ranks (identity in a single process)."""
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""
         return self.sum([float(flag)])[0] > 0

@@ -406,6 +406,8 @@ class Trainer:
             "device": str(self.dist.device), "world_size": self.dist.world_size,
             "checkpoint": str(self.checkpoint_path), "data_shape": list(data.shape),
         })
+        if self.dist.enabled:
+            summary["ranks_in_sync"] = self._ranks_in_sync()
         if self.dist.is_main:
             tests = {k: v for k, v in summary.items() if k.startswith("test_")}
             self._record(split="test", step=self.step, **tests)
@@ -415,6 +417,14 @@ class Trainer:
         unit = self._unit()
         message = f"test {summary[f'test_{metric}']:.4f} {unit} after {self.step} steps"
         return RunResult("finished", self.step, message, summary)
+
+    def _ranks_in_sync(self) -> bool:
+        """Whether every DDP rank holds the same parameters (checksums compared across ranks)."""
+        flat = torch.cat([p.detach().reshape(-1).double() for p in self.flow.parameters()])
+        sums = [float(flat.sum()), float(flat.square().sum())]
+        highest = self.dist.max(sums)
+        lowest = [-v for v in self.dist.max([-v for v in sums])]
+        return highest == lowest
 
     def _figures(self) -> dict[str, str]:
         """Write the run's PNGs; a plotting failure is reported, never fatal (the run is saved)."""
