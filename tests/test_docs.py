@@ -1,0 +1,223 @@
+"""The documentation: API coverage, navigation, runnable pages, and the two build hooks.
+
+The strict MkDocs build itself runs in ``make test`` (``mkdocs build --strict``); these tests
+check what a build does not: that every public name has an API entry, that every page and
+notebook is reachable, that the code on the how-to pages runs, that the committed notebooks are
+small and free of errors, and that the hooks convert what they claim to.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import yaml
+
+import survae_flowify as ffn
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+NOTEBOOKS = ROOT / "notebooks"
+# Pages whose ```python blocks run as one script, in order (they define what they use).
+RUNNABLE = ["getting-started.md", "howto/custom-surjection.md"]
+MAX_NOTEBOOK_BYTES = 200_000
+
+
+def _load(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_hooks_{name}", DOCS / "hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+notebook_hook = _load("notebooks")
+griffe_rst = _load("griffe_rst")
+
+
+def _api_text() -> str:
+    return "\n".join(p.read_text() for p in sorted((DOCS / "api").glob("*.md")))
+
+
+def _nav_pages(node: object) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [p for v in node.values() for p in _nav_pages(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in _nav_pages(v)]
+    return []
+
+
+def _config() -> dict:
+    # mkdocs.yml holds no custom YAML tags, so the safe loader reads it.
+    return yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+
+# ---------------------------------------------------------------------------- API reference
+
+
+@pytest.mark.parametrize("name", sorted(ffn.__all__))
+def test_every_public_name_has_an_api_entry(name: str) -> None:
+    directives = set(re.findall(r"^::: (\S+)", _api_text(), re.M))
+    assert f"survae_flowify.{name}" in directives, (
+        f"survae_flowify.{name} is public (in __all__) but no docs/api page has "
+        f"'::: survae_flowify.{name}'"
+    )
+
+
+def test_api_directives_point_at_existing_objects() -> None:
+    for target in re.findall(r"^::: (\S+)", _api_text(), re.M):
+        parts = target.split(".")
+        for split in range(len(parts), 0, -1):
+            module_name = ".".join(parts[:split])
+            try:
+                obj = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            for attr in parts[split:]:
+                assert hasattr(obj, attr), f"{target}: {module_name} has no {'.'.join(parts[split:])}"
+                obj = getattr(obj, attr)
+            break
+        else:
+            raise AssertionError(f"{target}: no importable module")
+
+
+# ---------------------------------------------------------------------------- navigation
+
+
+def test_every_page_and_notebook_is_in_the_nav() -> None:
+    nav = set(_nav_pages(_config()["nav"]))
+    pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if "hooks" not in p.parts}
+    notebooks = {f"notebooks/{p.stem}.md" for p in NOTEBOOKS.glob("*.ipynb")}
+    assert pages | notebooks == nav, (
+        f"missing from the nav: {sorted((pages | notebooks) - nav)}; "
+        f"in the nav without a page: {sorted(nav - pages - notebooks)}"
+    )
+
+
+def test_math_uses_arithmatex_not_sphinx_roles() -> None:
+    extensions = _config()["markdown_extensions"]
+    assert any(isinstance(e, dict) and "pymdownx.arithmatex" in e for e in extensions)
+    for page in DOCS.rglob("*.md"):
+        assert ":math:`" not in page.read_text(), f"{page}: use $…$, not :math: roles"
+
+
+# ---------------------------------------------------------------------------- runnable pages
+
+
+@pytest.mark.parametrize("page", RUNNABLE)
+def test_page_code_runs(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert blocks, f"{page} has no python blocks"
+    # A real module, so that classes defined on the page pickle with torch.save.
+    module = types.ModuleType(f"docs_page_{Path(page).stem.replace('-', '_')}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: threads only contend
+    try:
+        for block in blocks:
+            exec(compile(block, str(DOCS / page), "exec"), module.__dict__)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------- notebooks
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_committed_notebook_is_small_and_clean(path: Path) -> None:
+    assert path.stat().st_size < MAX_NOTEBOOK_BYTES, f"{path.name}: outputs too large, clear them"
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert any(c.outputs for c in code), f"{path.name}: run it before committing (the docs show its outputs)"
+    for cell in code:
+        kinds = {o.output_type for o in cell.outputs}
+        assert "error" not in kinds, f"{path.name}: a cell stored an error"
+    page, images = notebook_hook.render(notebook, path.stem)
+    assert page.count("```python") == len([c for c in code if c.source.strip()])
+    assert all(png.startswith(b"\x89PNG") for png in images.values())
+
+
+def test_renderer_converts_cells_outputs_and_links() -> None:
+    nb = nbformat.v4.new_notebook()
+    png = b"\x89PNG\r\n\x1a\nfake"
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title\nSee [the other](other.ipynb) and [x](unknown.ipynb)."),
+        nbformat.v4.new_code_cell("print(1)", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="1\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgpmYWtl"}),
+            nbformat.v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=1),
+        ]),
+    ]
+    page, images = notebook_hook.render(nb, "demo", {"demo", "other"})
+    assert "[the other](other.md)" in page and "[x](unknown.ipynb)" in page
+    assert "```python\nprint(1)\n```" in page
+    assert "```text\n1\n```" in page and "```text\n42\n```" in page
+    assert images == {"demo/cell1_0.png": png}
+    assert "![output of cell 1](demo/cell1_0.png)" in page
+
+
+def test_renderer_refuses_a_stored_error() -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1/0", outputs=[
+        nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[]),
+    ])]
+    with pytest.raises(ValueError, match="ZeroDivisionError"):
+        notebook_hook.render(nb, "broken")
+
+
+def test_renderer_fences_survive_backticks_and_long_outputs() -> None:
+    nb = nbformat.v4.new_notebook()
+    text = "\n".join(f"line {i}" for i in range(200))
+    nb.cells = [nbformat.v4.new_code_cell('s = "```"', outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text=text),
+    ])]
+    page, _ = notebook_hook.render(nb, "fences")
+    assert '````python\ns = "```"\n````' in page
+    assert "line 59\n... (140 more lines)" in page and "line 60" not in page
+
+
+# ---------------------------------------------------------------------------- docstrings
+
+
+def test_rst_roles_and_math_become_markdown() -> None:
+    convert = griffe_rst.convert
+    assert convert("See :class:`~survae_flowify.layers.pad.Pad`.") == "See `Pad`."
+    assert convert("See :func:`survae_flowify.noise_off`.") == "See `survae_flowify.noise_off`."
+    assert convert("so :math:`a^2` holds") == "so $a^2$ holds"
+    assert convert("Sum:\n\n.. math:: V = \\sum_i V_i\n\nDone.") == "Sum:\n\n$$ V = \\sum_i V_i $$\n\nDone."
+    assert convert("Use it::\n\n    code()") == "Use it:\n\n    code()"
+
+
+def test_rst_table_becomes_markdown_table() -> None:
+    table = "\n".join([
+        "Intro.",
+        "======  =====",
+        "class   kind",
+        "======  =====",
+        ":class:`Bijection` exact",
+        "Slice   exact",
+        "======  =====",
+    ])
+    assert griffe_rst.convert(table).split("\n") == [
+        "Intro.", "", "| class | kind |", "| --- | --- |", "| `Bijection` | exact |",
+        "| Slice | exact |", "",
+    ]
+
+
+def test_google_sections_become_lists() -> None:
+    text = "Head.\n\nArgs:\n    a, b: sizes.\n    noise: the noise,\n        normal or uniform.\n\nTail."
+    assert griffe_rst.convert(text).split("\n") == [
+        "Head.", "", "**Args**", "", "* `a, b`: sizes.", "* `noise`: the noise,",
+        "  normal or uniform.", "", "", "Tail.",
+    ]
