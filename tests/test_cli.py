@@ -1,0 +1,285 @@
+"""The ``survae-flowify`` command line end to end, on tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from survae_flowify.cli import (
+    _flow_from_checkpoint,
+    _load_data,
+    _run_settings,
+    build_parser,
+    main,
+)
+from survae_flowify.training import load_checkpoint, read_jsonl, save_checkpoint
+from tests.data.writers import write_idx_set
+
+REPO = Path(__file__).resolve().parents[1]
+MOONS = ["--dataset", "moons", "--model", "small-mlp", "--subset", "256", "--batch-size", "64",
+         "--log-every", "1", "--device", "cpu"]
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", *MOONS, "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "digits"
+    rc = main(["train", "--dataset", "digits", "--model", "small-mlp", "--max-steps", "3",
+               "--batch-size", "32", "--plot-samples", "4", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+def _subparsers():
+    parser = build_parser()
+    return parser._subparsers._group_actions[0].choices
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    for name, sub in _subparsers().items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    text = _subparsers()["train"].format_help()
+    for option in ("--model", "--dataset", "--epochs", "--device", "--data-dir", "--out", "--seed",
+                   "--resume", "--quiet", "--preset", "--eval-samples"):
+        assert option in text
+
+
+def test_train_digits_end_to_end(digits_run, capsys):
+    summary = json.loads((digits_run / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["model"] == "small-mlp" and summary["device"] == "cpu"
+    assert 0 < summary["test_bpd"] < 20 and summary["parameters"] > 0
+    for name in ("samples.png", "reconstructions.png", "loss.png", "checkpoint.pt", "metrics.jsonl"):
+        assert (digits_run / name).is_file()
+
+
+def test_train_prints_test_metric_and_grid_and_no_bar_off_terminal(tmp_path, capsys):
+    assert _train(tmp_path / "r", "--max-steps", "2") == 0
+    out, err = capsys.readouterr()
+    assert "test nats:" in out and f"density: {tmp_path / 'r' / 'density.png'}" in out
+    assert "validation" in err and "step/s" not in err and "s/step" not in err  # no tqdm bar
+
+
+def test_quiet_prints_nothing_on_stderr(tmp_path, capsys):
+    assert _train(tmp_path / "r", "--max-steps", "2", "--quiet", "--no-plots") == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "test nats:" in out
+
+
+def test_evaluate_matches_an_independent_evaluation(tmp_path, capsys):
+    assert _train(tmp_path / "r", "--max-steps", "3", "--quiet", "--no-plots") == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "r"), "--eval-samples", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    checkpoint = load_checkpoint(tmp_path / "r")
+    flow = _flow_from_checkpoint(checkpoint, torch.device("cpu"))
+    data = _load_data(checkpoint["spec"], None)
+    with torch.no_grad():
+        direct = -flow.log_prob(data.test).double().mean().item()
+    assert result["nats"] == pytest.approx(direct, rel=1e-5)
+    assert result["iw_nats"] == pytest.approx(direct, rel=1e-5)  # exact flow
+    assert read_jsonl(tmp_path / "r" / "evaluations.jsonl")[-1] == result
+
+
+def test_sample_writes_grid_and_tensors_and_never_overwrites(digits_run, capsys):
+    assert main(["sample", str(digits_run), "-n", "6", "--seed", "3"]) == 0
+    png = digits_run / "samples-step3-n6-seed3.png"
+    samples = torch.load(png.with_suffix(".pt"))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    for key in ("mean", "stochastic"):
+        x = samples[key]
+        assert x.shape == (6, 1, 8, 8) and torch.equal(x, x.round()) and 0 <= x.min() and x.max() <= 16
+    before = png.read_bytes()
+    assert main(["sample", str(digits_run), "-n", "6", "--seed", "3"]) == 2
+    assert "already exists" in capsys.readouterr().err and png.read_bytes() == before
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    assert _train(tmp_path / "a", "--max-steps", "6", "--quiet", "--no-plots") == 0
+    assert _train(tmp_path / "b", "--max-steps", "6", "--stop-after", "3", "--quiet", "--no-plots") == 0
+    assert "paused after step 3" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "summary.json").exists()
+    assert main(["train", "--resume", str(tmp_path / "b"), "--quiet", "--no-plots"]) == 0
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name])
+    lrs = [[(r["step"], r["lr"]) for r in read_jsonl(tmp_path / run / "metrics.jsonl")
+            if r["split"] == "train"] for run in ("a", "b")]
+    assert lrs[0] == lrs[1] and [s for s, _ in lrs[0]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_conflicts_are_usage_errors(tmp_path, capsys):
+    assert _train(tmp_path / "b", "--max-steps", "4", "--stop-after", "1", "--quiet", "--no-plots") == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "b"), "--model", "small-conv"]) == 2
+    assert "does not match the checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "b"), "--lr", "0.1"]) == 2
+    assert "different schedule" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
+    assert load_checkpoint(tmp_path / "b")["step"] == 1  # untouched
+
+
+def test_existing_output_directory_is_left_alone(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    assert _train(out, "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(("flag", "value", "choices"), [
+    ("--model", "resnet", "fmlp, fconv1, fconv2, fconv1-nsf, fconv2-nsf, tabular-mlp"),
+    ("--dataset", "imagenet", "digits, fashion-mnist, mnist, cifar10, power, gas, hepmass"),
+])
+def test_unknown_names_list_the_choices(tmp_path, capsys, flag, value, choices):
+    assert main(["train", flag, value, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert value in err and choices in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("dataset", "hint"), [
+    ("fashion-mnist", "apt-get install dataset-fashion-mnist"),
+    ("mnist", "t10k-images-idx3-ubyte.gz"),
+    ("cifar10", "cifar-10-python.tar.gz"),
+    ("hepmass", "zenodo"),
+])
+def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path, dataset, hint):
+    missing = tmp_path / "no-such-dir"
+    proc = subprocess.run(
+        [sys.executable, "-m", "survae_flowify.cli", "train", "--dataset", dataset, "--data-dir",
+         str(missing), "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr and hint in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path, digits_run, capsys):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes((digits_run / "checkpoint.pt").read_bytes()[:500])
+    for path, text in ((tmp_path / "garbage.pt", "not a"), (truncated, "corrupt or truncated"),
+                       (tmp_path / "none.pt", "no checkpoint at")):
+        assert main(["evaluate", str(path)]) == 2
+        assert text in capsys.readouterr().err
+    # a checkpoint whose weights do not fit the model its spec describes
+    good = load_checkpoint(digits_run)
+    good["spec"] = {**good["spec"], "model_options": {"widths": [64, 32]}}
+    save_checkpoint(tmp_path / "mismatch.pt", {k: v for k, v in good.items() if k not in ("path",)})
+    assert main(["evaluate", str(tmp_path / "mismatch.pt")]) == 2
+    assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_mnist_from_idx_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    write_idx_set(tmp_path / "mnist", rng.integers(0, 256, (40, 8, 8), dtype=np.uint8),
+                  rng.integers(0, 256, (10, 8, 8), dtype=np.uint8))
+    rc = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--model", "small-mlp",
+               "--max-steps", "2", "--batch-size", "16", "--out", str(tmp_path / "r"), "--quiet",
+               "--no-plots"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["data_shape"] == [1, 8, 8] and 0 < summary["test_bpd"] < 20
+
+
+def test_tabular_default_model(tmp_path, capsys):
+    (tmp_path / "miniboone").mkdir()
+    np.save(tmp_path / "miniboone" / "data.npy", np.random.default_rng(0).normal(size=(300, 5)))
+    rc = main(["train", "--dataset", "miniboone", "--data-dir", str(tmp_path), "--max-steps", "2",
+               "--batch-size", "64", "--out", str(tmp_path / "r"), "--quiet"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"] == "tabular-mlp" and np.isfinite(summary["test_nats"])
+    assert (tmp_path / "r" / "samples.png").is_file()
+
+
+def test_presets():
+    args = build_parser().parse_args(["train", "--preset", "paper", "--dataset", "mnist"])
+    spec, config = _run_settings(args, None)
+    assert (config["epochs"], config["batch_size"], config["lr"]) == (200, 256, 5e-4)
+    assert spec["model"] == "fconv1"
+    args = build_parser().parse_args(["train", "--preset", "paper", "--dataset", "cifar10", "--epochs", "3"])
+    assert _run_settings(args, None)[1]["epochs"] == 3  # flags override the preset
+    args = build_parser().parse_args(["train", "--preset", "demo"])
+    spec, config = _run_settings(args, None)
+    assert spec["dataset"] == "digits" and spec["levels"] == 17
+
+
+def test_paper_preset_on_other_data_is_a_usage_error(capsys):
+    assert main(["train", "--preset", "paper", "--dataset", "moons"]) == 2
+    assert "--preset paper is defined for" in capsys.readouterr().err
+
+
+def test_demo_preset_runs_briefly(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["train", "--preset", "demo", "--max-steps", "2", "--out", str(out), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test bits/dim:" in out and f"sample grid: {tmp_path / 'd' / 'samples.png'}" in out
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["spec"]["model"] == "small-mlp"
+
+
+def test_bench_and_list(capsys):
+    assert main(["bench", "--model", "small-mlp", "--dataset", "digits", "--steps", "1",
+                 "--batch-size", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["train_step_ms"] > 0 and result["parameters"] > 0 and result["batch_size"] == 8
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("fconv2-nsf", "small-conv", "bsds300", "two-spirals", "demo"):
+        assert name in text
+
+
+def test_bad_numbers_and_devices(capsys):
+    assert main(["train", "--epochs", "0"]) == 2
+    assert "epochs must be a positive integer" in capsys.readouterr().err
+    assert main(["sample", "x", "-n", "0"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["bench", "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_130(tmp_path):
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "survae_flowify.cli", "train", *MOONS, "--max-steps", "100000",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / "metrics.jsonl").exists() and read_jsonl(out / "metrics.jsonl"):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    checkpoint = load_checkpoint(out)
+    assert checkpoint["step"] >= 1 and f"interrupted at step {checkpoint['step']} " in err
