@@ -50,7 +50,7 @@ class RqSpline(Bijection):
     :mod:`survae_flowify.transforms._rq_kernel`: ``O(K)`` work per call plus a gather and a
     dozen fused elementwise operations per entry, free of graph breaks under ``torch.compile``.
     ``backend="nflows"`` calls nflows' ``unconstrained_rational_quadratic_spline`` with the
-    parameters expanded to every entry (the paper's code; ~25× slower), for comparison. Both
+    parameters expanded to every entry (the paper's code; 15–40× slower on a CPU), for comparison. Both
     compute the same function to float precision. Without gradients (``torch.no_grad`` or frozen
     parameters) the fast backend reuses its parameter-only tables until a parameter changes.
     """
