@@ -36,7 +36,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: lint unit
+notebooks: $(STAMP)
+	$(PY) -m pytest --nbmake -q notebooks
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -q
+
+test: lint unit notebooks docs
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py

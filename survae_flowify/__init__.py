@@ -15,7 +15,7 @@ from survae_flowify.algebra import (
     Transform,
 )
 from survae_flowify.distributions import DiagonalNormal, StandardNormal
-from survae_flowify.layers import Linear
+from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Unfold
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -34,6 +34,7 @@ __all__ = [
     "Augment",
     "AugmentationGap",
     "Bijection",
+    "Conv2d",
     "Breakdown",
     "Dequantize",
     "DiagonalNormal",
@@ -44,6 +45,8 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "NflowsBijection",
+    "Pad",
+    "PatchLinear",
     "Repeat",
     "Reshape",
     "RqSpline",
@@ -51,6 +54,7 @@ __all__ = [
     "Slice",
     "StandardNormal",
     "Transform",
+    "Unfold",
     "noise_off",
     "validation",
 ]

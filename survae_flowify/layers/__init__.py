@@ -1,6 +1,9 @@
 """The flowified layers of the paper: Linear, convolutions, residual connections (DESIGN.md §2)."""
 
+from survae_flowify.layers.conv import Conv2d, PatchLinear
 from survae_flowify.layers.linear import Linear
+from survae_flowify.layers.pad import Pad
 from survae_flowify.layers.rotations import Rotation
+from survae_flowify.layers.unfold import Unfold
 
-__all__ = ["Linear", "Rotation"]
+__all__ = ["Conv2d", "Linear", "Pad", "PatchLinear", "Rotation", "Unfold"]

@@ -1,0 +1,94 @@
+"""Ready-made flows: the paper's models and small ones for quick runs.
+
+``build(name, data_shape, **kwargs)`` is the entry point used by the command line;
+:func:`parameter_count` and :func:`paper_parameter_counts` report model sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from survae_flowify.algebra import Flow
+from survae_flowify.models.paper import (
+    IMAGE_SHAPES,
+    fconv1,
+    fconv1_nsf,
+    fconv2,
+    fconv2_nsf,
+    fmlp,
+    image_flow,
+    tabular_mlp,
+)
+from survae_flowify.models.small import small_conv, small_mlp
+
+__all__ = [
+    "MODEL_NAMES",
+    "build",
+    "fconv1",
+    "fconv1_nsf",
+    "fconv2",
+    "fconv2_nsf",
+    "fmlp",
+    "image_flow",
+    "paper_parameter_counts",
+    "parameter_count",
+    "small_conv",
+    "small_mlp",
+    "tabular_mlp",
+]
+
+_PAPER: dict[str, Callable[..., Flow]] = {
+    "fmlp": fmlp, "fconv1": fconv1, "fconv2": fconv2, "fconv1-nsf": fconv1_nsf,
+    "fconv2-nsf": fconv2_nsf,
+}
+MODEL_NAMES: tuple[str, ...] = (*_PAPER, "tabular-mlp", "small-mlp", "small-conv")
+
+
+def _image_dataset(name: str, shape: tuple[int, ...]) -> str:
+    for dataset, s in IMAGE_SHAPES.items():
+        if tuple(shape) == s:
+            return dataset
+    raise ValueError(
+        f"model {name!r} is defined for MNIST-shaped (1, 28, 28) and CIFAR-10-shaped (3, 32, 32) "
+        f"data (Fashion-MNIST counts as MNIST); got data of shape {tuple(shape)}. "
+        "Use 'small-mlp' or 'small-conv' for other shapes."
+    )
+
+
+def build(name: str, data_shape: tuple[int, ...], **kwargs: object) -> Flow:
+    """Build model ``name`` (one of :data:`MODEL_NAMES`) for data of event shape ``data_shape``.
+
+    Image models take ``levels=L`` (prepend ``Dequantize(L)``; ``None`` for continuous data);
+    other keywords go to the layers (e.g. ``inverse_density``, ``noise``, ``rotation``).
+    """
+    data_shape = tuple(data_shape)
+    if name in _PAPER:
+        return _PAPER[name](_image_dataset(name, data_shape), **kwargs)
+    if name == "tabular-mlp":
+        if len(data_shape) != 1:
+            raise ValueError(f"model 'tabular-mlp' needs vector data, got shape {data_shape}")
+        kwargs.pop("levels", None)
+        return tabular_mlp(data_shape[0], **kwargs)
+    if name == "small-mlp":
+        return small_mlp(data_shape, **kwargs)
+    if name == "small-conv":
+        if len(data_shape) != 3:
+            raise ValueError(f"model 'small-conv' needs (C, H, W) images, got shape {data_shape}")
+        return small_conv(data_shape, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def paper_parameter_counts() -> dict[str, int]:
+    """Parameter counts of the paper's image models, keyed ``"<model>/<dataset>"``."""
+    counts = {}
+    for name in _PAPER:
+        for dataset in IMAGE_SHAPES:
+            counts[f"{name}/{dataset}"] = parameter_count(_PAPER[name](dataset))
+    return counts

@@ -1,0 +1,56 @@
+"""Small flowified models for quick runs on CPU (the demo, tests, toy data)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from survae_flowify.algebra import Flow, Sequential, Transform
+from survae_flowify.distributions import StandardNormal
+from survae_flowify.layers.linear import Linear
+from survae_flowify.models.paper import image_flow
+from survae_flowify.transforms import Dequantize, Flatten, RqSpline
+
+__all__ = ["small_conv", "small_mlp"]
+
+
+def small_mlp(
+    shape: tuple[int, ...],
+    *,
+    widths: Sequence[int] | None = None,
+    levels: int | None = None,
+    **layer_kwargs: object,
+) -> Flow:
+    """``[Dequantize] → [Flatten] → (Linear → RqSpline)*`` ending in ``Linear``.
+
+    ``widths`` defaults to ``[D, D, D/2, D/4]`` for ``D`` data dimensions (at least 2 each), so the
+    model is a bijection, then two exact reductions (conditional inverse densities).
+    """
+    d = math.prod(shape)
+    if widths is None:
+        widths = [d, d, max(2, d // 2), max(2, d // 4)] if d >= 8 else [d, d, d]
+    kwargs = {"inverse_density": "conditional", **layer_kwargs}
+    parts: list[Transform] = [Dequantize(levels)] if levels else []
+    if len(shape) > 1:
+        parts.append(Flatten(tuple(shape)))
+    for i, width in enumerate(widths):
+        parts.append(Linear(d, width, **kwargs))
+        if i < len(widths) - 1:
+            parts.append(RqSpline())
+        d = width
+    return Flow(StandardNormal(d), Sequential(*parts))
+
+
+def small_conv(
+    shape: tuple[int, int, int], *, levels: int | None = None, **layer_kwargs: object
+) -> Flow:
+    """Non-overlapping 2×2 stride-2 convolutions that multiply channels by 4 (square kernels, so
+    each is exact) until the map is at most 2×2, then a small MLP halving the width twice."""
+    c, h, w = shape
+    convs = []
+    while min(h, w) > 2:
+        convs.append((4 * c, 2, 2))
+        c, h, w = 4 * c, (h + 1) // 2, (w + 1) // 2
+    d = c * h * w
+    widths = [d, max(2, d // 2), max(2, d // 4)]
+    return image_flow(shape, convs, widths, levels=levels, final_spline=False, **layer_kwargs)
