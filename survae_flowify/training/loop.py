@@ -155,7 +155,9 @@ class Trainer:
         self.model: nn.Module = _NegativeLogLikelihood(self.flow)
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=self._has_unused_parameters()
+            )
         self.optimizer = torch.optim.Adam(
             flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -173,6 +175,15 @@ class Trainer:
         self.last_saved_step: int | None = None
         self.metrics = MetricsLog(self.out / "metrics.jsonl") if dist.is_main else None
         torch.manual_seed(config.seed + _RANK_SEED_STRIDE * dist.rank)
+
+    def _has_unused_parameters(self) -> bool:
+        """Probe: does a backward pass leave some parameter without a gradient? (e.g. the noise
+        scale of a Pad that has nothing to pad). DDP must then be told to look for them."""
+        x = self.data.train[:2].to(self.dist.device)
+        (-self.flow.log_prob(x).mean()).backward()
+        unused = any(p.grad is None for p in self.flow.parameters() if p.requires_grad)
+        self.flow.zero_grad(set_to_none=True)
+        return unused
 
     # ----------------------------------------------------------------- resume
     def restore(self, checkpoint: dict[str, Any]) -> None:

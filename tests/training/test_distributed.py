@@ -44,3 +44,19 @@ def test_two_process_training_end_to_end(tmp_path):
     data = _load_data(checkpoint["spec"], None)
     assert len(data.test) == 512
     assert summary["test_nats"] == pytest.approx(evaluate(flow, data.test), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_with_parameters_unused_by_the_forward_pass(tmp_path):
+    # small-conv's Pad layers have nothing to pad on 8x8 digits: their noise scales get no gradient,
+    # which plain DDP rejects at the second step unless told to look for unused parameters
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "survae_flowify.cli", "train", "--dataset", "digits", "--model", "small-conv",
+           "--subset", "128", "--batch-size", "32", "--max-steps", "3", "--device", "cpu",
+           "--no-plots", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["ranks_in_sync"] is True
