@@ -185,10 +185,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         teardown(dist)
 
 
+def _already_finished(checkpoint: dict[str, Any]) -> bool:
+    done = checkpoint["step"] >= checkpoint["total_steps"]
+    return done and (Path(checkpoint["path"]).parent / "summary.json").is_file()
+
+
 def _train(args: argparse.Namespace, dist: Any) -> int:
     from survae_flowify.training import TrainConfig, Trainer, load_checkpoint, write_json
 
     checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None and _already_finished(checkpoint):
+        if dist.is_main:
+            print(f"{Path(checkpoint['path']).parent} already finished ({checkpoint['step']} steps); "
+                  "see its summary.json", file=sys.stderr)
+        return 0
     spec, config_dict = _run_settings(args, checkpoint)
     config = TrainConfig.from_dict(config_dict)
     from survae_flowify.models import MODEL_NAMES

@@ -119,6 +119,10 @@ def test_resume_continues_exactly(tmp_path, capsys):
     assert a["step"] == b["step"] == 6
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name])
+    before = (tmp_path / "b" / "summary.json").read_bytes()
+    assert main(["train", "--resume", str(tmp_path / "b")]) == 0  # finished: nothing to do
+    assert "already finished" in capsys.readouterr().err
+    assert (tmp_path / "b" / "summary.json").read_bytes() == before
     lrs = [[(r["step"], r["lr"]) for r in read_jsonl(tmp_path / run / "metrics.jsonl")
             if r["split"] == "train"] for run in ("a", "b")]
     assert lrs[0] == lrs[1] and [s for s, _ in lrs[0]] == [1, 2, 3, 4, 5, 6]

@@ -6,6 +6,11 @@ single process is world size 1), validation after each epoch, checkpoints writte
 and at the end the test metric (bits/dim for images, nats for other data), the figures and
 ``summary.json``. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves and stops; a
 non-finite loss or gradient stops without touching the last good checkpoint.
+
+``metrics.jsonl`` holds one JSON object per line: ``split="train"`` every ``log_every`` steps
+(``step``, ``epoch``, ``loss`` = mean negative log-likelihood bound in nats over the steps since
+the last record, the same as ``bpd`` or ``nats``, ``lr`` of the last step, ``grad_norm``),
+``split="valid"`` after each epoch, ``split="test"`` at the end, ``split="error"`` on divergence.
 """
 
 from __future__ import annotations
@@ -151,6 +156,7 @@ class Trainer:
             )
         self.flow, self.data, self.out = flow.to(dist.device), data, Path(out)
         self.config, self.dist = config, dist
+        self.train_x = data.train.to(dist.device)  # once: batches are then gathered on the device
         self.spec = dict(spec or {"model": "custom", "dataset": data.name})
         self.model: nn.Module = _NegativeLogLikelihood(self.flow)
         if dist.enabled:
@@ -179,7 +185,7 @@ class Trainer:
     def _has_unused_parameters(self) -> bool:
         """Probe: does a backward pass leave some parameter without a gradient? (e.g. the noise
         scale of a Pad that has nothing to pad). DDP must then be told to look for them."""
-        x = self.data.train[:2].to(self.dist.device)
+        x = self.train_x[:2]
         (-self.flow.log_prob(x).mean()).backward()
         unused = any(p.grad is None for p in self.flow.parameters() if p.requires_grad)
         self.flow.zero_grad(set_to_none=True)
@@ -256,7 +262,7 @@ class Trainer:
 
     def _train_step(self, index: Tensor, stop: bool) -> tuple[float, float, bool, bool]:
         """One optimizer step; returns (loss, grad norm, finite everywhere, stop requested anywhere)."""
-        x = self.data.train[index].to(self.dist.device, non_blocking=True)
+        x = self.train_x[index.to(self.train_x.device)]
         set_lr(self.optimizer, self.lr_at(self.step))
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.model(x).mean()
