@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 NOTEBOOKS = ROOT / "notebooks"
 # Pages whose ```python blocks run as one script, in order (they define what they use).
-RUNNABLE = ["getting-started.md", "howto/custom-surjection.md"]
+RUNNABLE = ["getting-started.md", "howto/custom-surjection.md", "howto/train.md"]
 MAX_NOTEBOOK_BYTES = 200_000
 
 
