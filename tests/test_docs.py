@@ -71,7 +71,7 @@ def test_every_public_name_has_an_api_entry(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("module", ["testing", "data", "training", "cli"])
+@pytest.mark.parametrize("module", ["testing", "models", "data", "training", "cli"])
 def test_public_submodules_have_an_api_page(module: str) -> None:
     directives = set(re.findall(r"^::: (\S+)", _api_text(), re.M))
     assert f"survae_flowify.{module}" in directives
