@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -112,6 +113,44 @@ def test_math_uses_arithmatex_not_sphinx_roles() -> None:
     assert any(isinstance(e, dict) and "pymdownx.arithmatex" in e for e in extensions)
     for page in DOCS.rglob("*.md"):
         assert ":math:`" not in page.read_text(), f"{page}: use $…$, not :math: roles"
+
+
+# ---------------------------------------------------------------------------- the built site
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
+        cwd=ROOT, check=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""}, timeout=300,
+    )
+    return out
+
+
+def _article(page: Path) -> str:
+    html = page.read_text()
+    body = html[html.find("<article"):html.find("</article>")]
+    return re.sub(r"<(pre|code)\b.*?</\1>", "", body, flags=re.S)
+
+
+def test_built_pages_have_no_unrendered_math_or_lists(site: Path) -> None:
+    for page in sorted(site.rglob("index.html")):
+        body = _article(page)
+        assert "$$" not in body, f"{page.relative_to(site)}: a $$ block was not rendered (blank lines?)"
+        assert not re.search(r"(<p>|\n)\s*\* ", body), f"{page.relative_to(site)}: a list was not rendered"
+
+
+def test_built_notebook_pages_show_their_figures(site: Path) -> None:
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        notebook = nbformat.read(path, as_version=4)
+        figures = sum("image/png" in o.get("data", {}) for c in notebook.cells if c.cell_type == "code"
+                      for o in c.outputs)
+        page = site / "notebooks" / path.stem / "index.html"
+        sources = re.findall(r'<img[^>]+src="([^"]+\.png)"', page.read_text())
+        assert len(sources) == figures
+        assert all((page.parent / src).is_file() for src in sources)
+        assert (site / "notebooks" / path.name).is_file()  # the downloadable notebook
 
 
 # ---------------------------------------------------------------------------- runnable pages
