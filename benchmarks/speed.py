@@ -12,7 +12,10 @@ contender per round, so drifts in machine load hit all alike) and reported as me
 * the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
 
 Timings are wall-clock with the device synchronised around every call. ``--profile`` adds a
-``torch.profiler`` table of one FMLP training step.
+``torch.profiler`` table of one FMLP training step. On a small or shared CPU pass
+``--threads 1``: oversubscribed OpenMP threads can slow the many small operations of a flow
+tenfold (FMLP eval ``log_prob`` measured 13.5 ms with one thread, 126 ms with two, on a loaded
+two-core machine), which distorts the ratios.
 """
 
 from __future__ import annotations
