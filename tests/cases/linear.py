@@ -29,3 +29,29 @@ CASES.update({
         lambda: ffn.Sequential(ffn.Linear(3, 5), ffn.Linear(5, 5), ffn.Linear(5, 2)),
         (3,), linear_gaussian=True, log_det=False),
 })
+
+# Flowified residual connections x + f(x): Repeat -> Branch(f) -> AddHalves. They contain an
+# inference surjection (the summing map), so the noise-free log-det check does not apply.
+from survae_flowify.layers.residual import AddHalves, Residual  # noqa: E402
+
+CASES.update({
+    "add_halves_normal": Case(lambda: AddHalves(3), (6,), linear_gaussian=True, log_det=False),
+    "add_halves_diagonal": Case(lambda: AddHalves(2, inverse_density="diagonal"), (4,),
+                                linear_gaussian=True, log_det=False),
+    "add_halves_conditional_image": Case(
+        lambda: AddHalves((1, 2, 2), inverse_density="conditional"), (2, 2, 2), log_det=False),
+    "residual_linear": Case(lambda: Residual(ffn.Linear(3, 3)), (3,), linear_gaussian=True,
+                            log_det=False),
+    "residual_linear_diagonal": Case(
+        lambda: Residual(ffn.Linear(2, 2), inverse_density="diagonal"), (2,),
+        linear_gaussian=True, log_det=False),
+    "residual_nonlinear": Case(
+        lambda: Residual(ffn.Sequential(ffn.Linear(3, 3), ffn.LeakyReLU(0.5))), (3,),
+        log_det=False),
+    "residual_uniform_conditional": Case(
+        lambda: Residual(ffn.Linear(2, 2), noise="uniform", inverse_density="conditional"), (2,),
+        log_det=False),
+    "residual_image": Case(
+        lambda: Residual(ffn.RqSpline(), shape=(1, 2, 3), inverse_density="conditional"),
+        (1, 2, 3), log_det=False),
+})
