@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -175,14 +176,35 @@ def _output_dir(args: argparse.Namespace, spec: dict, checkpoint: dict | None, d
     return out
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from survae_flowify.training import setup, teardown
+_HARD_EXIT = [False]
+
+
+def _leave(dist: Any, *, synced: bool) -> None:
+    """Under torchrun: wait for every rank (when all got here normally), then let :func:`main`
+    end the process with ``os._exit``, skipping interpreter finalization, during which PyTorch's
+    gloo threads can abort a worker that has already finished its work."""
+    if not dist.enabled:
+        return
+    if synced:
+        dist.barrier()
+    _HARD_EXIT[0] = True
+
+
+def _distributed(command: Any, args: argparse.Namespace) -> int:
+    from survae_flowify.training import setup
 
     dist = setup(args.device)
     try:
-        return _train(args, dist)
-    finally:
-        teardown(dist)
+        code = command(args, dist)
+    except BaseException:
+        _leave(dist, synced=False)
+        raise
+    _leave(dist, synced=True)
+    return code
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _distributed(_train, args)
 
 
 def _already_finished(checkpoint: dict[str, Any]) -> bool:
@@ -252,28 +274,28 @@ def _report(result: Any, data: Any) -> int:
 
 # ---------------------------------------------------------------------- evaluate, sample
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from survae_flowify.training import evaluate, load_checkpoint, nll_to_metric, setup, teardown
+    return _distributed(_evaluate, args)
 
-    dist = setup(args.device)
-    try:
-        checkpoint = load_checkpoint(args.run)
-        flow = _flow_from_checkpoint(checkpoint, dist.device)
-        data = _load_data(checkpoint["spec"], args.data_dir)
-        x = getattr(data, args.split)
-        result: dict[str, Any] = {"checkpoint": checkpoint["path"], "step": checkpoint["step"],
-                                  "dataset": data.name, "split": args.split, "examples": len(x)}
-        kw = {"batch_size": args.batch_size, "dist": dist}
-        result[data.metric] = nll_to_metric(evaluate(flow, x, **kw), data)
-        if args.eval_samples:
-            iw = evaluate(flow, x, num_samples=args.eval_samples, **kw)
-            result.update({f"iw_{data.metric}": nll_to_metric(iw, data), "eval_samples": args.eval_samples})
-        if dist.is_main:
-            print(json.dumps(result))
-            with open(Path(checkpoint["path"]).parent / "evaluations.jsonl", "a") as f:
-                f.write(json.dumps(result) + "\n")
-        return 0
-    finally:
-        teardown(dist)
+
+def _evaluate(args: argparse.Namespace, dist: Any) -> int:
+    from survae_flowify.training import evaluate, load_checkpoint, nll_to_metric
+
+    checkpoint = load_checkpoint(args.run)
+    flow = _flow_from_checkpoint(checkpoint, dist.device)
+    data = _load_data(checkpoint["spec"], args.data_dir)
+    x = getattr(data, args.split)
+    result: dict[str, Any] = {"checkpoint": checkpoint["path"], "step": checkpoint["step"],
+                              "dataset": data.name, "split": args.split, "examples": len(x)}
+    kw = {"batch_size": args.batch_size, "dist": dist}
+    result[data.metric] = nll_to_metric(evaluate(flow, x, **kw), data)
+    if args.eval_samples:
+        iw = evaluate(flow, x, num_samples=args.eval_samples, **kw)
+        result.update({f"iw_{data.metric}": nll_to_metric(iw, data), "eval_samples": args.eval_samples})
+    if dist.is_main:
+        print(json.dumps(result))
+        with open(Path(checkpoint["path"]).parent / "evaluations.jsonl", "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -475,12 +497,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:
-        return args.func(args)
+        code = args.func(args)
     except (UsageError, DataError, CheckpointError, ConfigError) as err:
-        return _fail(str(err))
+        code = _fail(str(err))
     except KeyboardInterrupt:
         print("survae-flowify: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if _HARD_EXIT[0]:  # a torchrun worker: everything is written; exit without finalization
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -103,4 +103,5 @@ def setup(device: DeviceChoice = "auto") -> DistContext:
 def teardown(ctx: DistContext) -> None:
     """Leave the process group (if one was joined)."""
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()  # leave together: a rank that tears down early can abort its peers' threads
         dist.destroy_process_group()

@@ -26,7 +26,7 @@ def test_two_process_training_end_to_end(tmp_path):
            "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert proc.stdout.count("test nats:") == 1  # only rank 0 reports
 
     summary = json.loads((out / "summary.json").read_text())
@@ -57,6 +57,6 @@ def test_two_processes_with_parameters_unused_by_the_forward_pass(tmp_path):
            "--no-plots", "--quiet", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["ranks_in_sync"] is True
