@@ -27,6 +27,7 @@ from survae_flowify.algebra.transform import (
     InferenceSurjection,
     Shape,
     Transform,
+    check_input,
 )
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
 from survae_flowify.distributions.noise import NoiseKind
@@ -270,6 +271,11 @@ class Conv2d(Sequential):
             return (self.out_channels, None, None)
         return (self.out_channels, *self.output_size(self.image_size))
 
+    def inverse(self, z: Tensor, *, mean: bool = False) -> Tensor:
+        """The parts' inverses in reverse order; ``z`` is checked against :attr:`out_shape` first."""
+        check_input(self, z, self.out_shape, what="z")
+        return super().inverse(z, mean=mean)
+
     def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(H', W')`` for an input of size ``(H, W)`` (after padding)."""
         return self.unfold.output_size(self.pad.padded_size(tuple(image_size)))  # type: ignore[arg-type]
@@ -295,6 +301,7 @@ class Conv2d(Sequential):
         _check_plain_conv(conv)
         k, s = conv.kernel_size[0], conv.stride[0]
         layer = cls(conv.in_channels, conv.out_channels, k, s, bias=conv.bias is not None, **kwargs)
+        layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
         dense = nn.Linear(conv.in_channels * k * k, conv.out_channels, bias=conv.bias is not None)
         dense = dense.to(conv.weight.device, conv.weight.dtype)
         with torch.no_grad():
