@@ -1,0 +1,144 @@
+"""Rotations: orthogonality, agreement with independent formulas, both apply paths, set_matrix, caching."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import scipy.linalg
+import torch
+
+from survae_flowify.layers.rotations import Rotation
+from survae_flowify.testing import perturb_parameters
+
+KINDS = ["householder", "cayley", "exp"]
+
+
+def _rotation(n: int, kind: str, seed: int = 0) -> Rotation:
+    return perturb_parameters(Rotation(n, kind).double(), scale=1.0, seed=seed)
+
+
+def _reference(rot: Rotation) -> torch.Tensor:
+    """``Q`` from the parameters by the textbook formula of each kind, not the module's code."""
+    p = rot.weight.detach()
+    n = rot.n
+    eye = torch.eye(n, dtype=torch.float64)
+    if rot.kind == "householder":
+        q0 = eye.clone()
+        for v in p:  # −H_1 H_2 ⋯ H_n, one explicit reflector at a time
+            q0 = q0 @ (eye - 2 * torch.outer(v, v) / v.dot(v))
+        q0 = -q0
+    elif rot.kind == "cayley":
+        a = (p - p.T).numpy()
+        q0 = torch.from_numpy((eye.numpy() - a) @ scipy.linalg.inv(eye.numpy() + a))
+    else:
+        q0 = torch.from_numpy(scipy.linalg.expm((p - p.T).numpy()))
+    return q0 * rot.signs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 7, 24])
+def test_matrix_is_orthogonal_and_matches_the_formula(kind: str, n: int) -> None:
+    rot = _rotation(n, kind)
+    q = rot.matrix()
+    eye = torch.eye(n, dtype=torch.float64)
+    torch.testing.assert_close(q.T @ q, eye, atol=1e-12, rtol=0)
+    torch.testing.assert_close(q, _reference(rot), atol=1e-10, rtol=0)
+    assert torch.linalg.det(q) > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_starts_at_the_identity(kind: str) -> None:
+    assert torch.equal(Rotation(5, kind).matrix(), torch.eye(5))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("rows", [3, 40])  # the UT transform (rows ≪ n) and the formed matrix
+def test_rotate_and_rotate_t_agree_with_the_matrix_values_and_gradients(kind: str, rows: int) -> None:
+    n = 16
+    rot = _rotation(n, kind, seed=1)
+    with torch.no_grad():
+        rot.signs[-1] = -1.0
+    x = torch.randn(rows, n, dtype=torch.float64)
+    q = _reference(rot)
+    torch.testing.assert_close(rot.rotate(x), x @ q.T, atol=1e-11, rtol=0)
+    torch.testing.assert_close(rot.rotate_t(x), x @ q, atol=1e-11, rtol=0)
+    target = torch.randn(rows, n, dtype=torch.float64)
+    grads = []
+    for apply in (lambda: rot.rotate(x), lambda: x @ rot.matrix().T):
+        rot.zero_grad()
+        (apply() * target).sum().backward()
+        grads.append(rot.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("det", [1.0, -1.0])
+def test_set_matrix_reaches_both_components(kind: str, det: float) -> None:
+    torch.manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    if torch.linalg.det(q) * det < 0:
+        q[:, 2].neg_()
+    rot = Rotation(6, kind).double()
+    rot.set_matrix(q)
+    torch.testing.assert_close(rot.matrix(), q, atol=1e-10, rtol=0)
+    torch.testing.assert_close(_reference(rot), q, atol=1e-10, rtol=0)
+    assert rot.signs[-1].item() == det
+
+
+def test_householder_reaches_rotations_the_other_maps_cannot() -> None:
+    half_turn = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))
+    for kind in ("cayley", "exp"):
+        with pytest.raises(ValueError, match="eigenvalue −1"):
+            Rotation(4, kind).double().set_matrix(half_turn)
+    rot = Rotation(4, "householder").double()
+    for q in (half_turn, torch.eye(4, dtype=torch.float64), -torch.eye(4, dtype=torch.float64)):
+        rot.set_matrix(q)
+        torch.testing.assert_close(_reference(rot), q, atol=1e-12, rtol=0)
+
+
+def test_set_matrix_rejects_what_is_not_orthogonal() -> None:
+    rot = Rotation(3)
+    with pytest.raises(ValueError, match="orthogonal"):
+        rot.set_matrix(2 * torch.eye(3))
+    with pytest.raises(ValueError, match="orthogonal"):
+        rot.set_matrix(torch.eye(4))
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(ValueError, match="positive int"):
+        Rotation(0)
+    with pytest.raises(ValueError, match="rotation must be one of"):
+        Rotation(3, "givens")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_cache_is_reused_and_invalidated(kind: str) -> None:
+    rot = _rotation(5, kind).eval()
+    with torch.no_grad():
+        first = rot.matrix()
+        assert rot.matrix() is first  # computed once
+        rot.weight.add_(0.1 * torch.randn_like(rot.weight))  # not symmetric: A = P − Pᵀ moves
+        changed = rot.matrix()
+    assert changed is not first and not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, _reference(rot), atol=1e-10, rtol=0)
+    with torch.no_grad():
+        state = {k: v.clone() for k, v in rot.state_dict().items()}
+        state["signs"][-1] = -1.0
+        rot.load_state_dict(state)
+        torch.testing.assert_close(rot.matrix(), _reference(rot), atol=1e-10, rtol=0)
+    rot.train()
+    assert rot.matrix().requires_grad  # training: fresh, differentiable
+
+
+def test_float32_and_pickling() -> None:
+    rot = perturb_parameters(Rotation(9), scale=1.0)
+    q = rot.matrix()
+    assert q.dtype == torch.float32
+    torch.testing.assert_close(q.T @ q, torch.eye(9), atol=1e-5, rtol=0)
+    buffer = io.BytesIO()
+    torch.save(rot.eval(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(loaded.matrix(), rot.matrix())
