@@ -318,3 +318,21 @@ def test_errors() -> None:
         sized(torch.randn(1, 2, 7, 7))
     with pytest.raises(ValueError, match=r"Conv2d.*expected z of shape \(batch, 3, 2, 2\), got \(1, 3, 3,"):
         sized.inverse(torch.randn(1, 3, 3, 3))
+
+
+def test_map_densities_with_open_sizes() -> None:
+    """``make_inverse_density`` over maps of any ``H × W`` (the kernel's dropped coordinates)."""
+    from survae_flowify.distributions import make_inverse_density
+
+    context = torch.randn(2, 3, 4, 5)
+    for kind in ("normal", "diagonal", "conditional"):
+        density = perturb_parameters(make_inverse_density(kind, (2, None, None), (3, None, None)), seed=9)
+        d = density.sample(context)
+        assert d.shape == (2, 2, 4, 5) and density.mean(context).shape == (2, 2, 4, 5)
+        loc, log_scale = density.params(context)
+        reference = torch.distributions.Normal(loc, log_scale.exp()).log_prob(d).flatten(1).sum(1)
+        torch.testing.assert_close(density.log_prob(d, context), reference)
+    with pytest.raises(ValueError, match=r"open \(None\) size of drop_shape needs an open size"):
+        make_inverse_density("diagonal", (2, None, None), (3, 4, 4))
+    with pytest.raises(ValueError, match=r"channel size of drop_shape must be given"):
+        make_inverse_density("normal", (None, 4, 4), (3, None, None))
