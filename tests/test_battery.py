@@ -79,8 +79,10 @@ def test_gradcheck(name: str) -> None:
 def test_bad_input_names_the_layer(name: str) -> None:
     t = build(name)
     x = ALL[name].input(3, torch.float64)
-    label = re.escape(type(t).__name__ if not isinstance(t, ffn.Sequential)
-                      else type(t[0]).__name__)
+    entry = t
+    while isinstance(entry, ffn.Sequential):
+        entry = entry[0]
+    label = re.escape(type(entry).__name__)
     bad = x.clone()
     bad.view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match=label + r".*NaN"):
