@@ -142,18 +142,18 @@ class Rotation(nn.Module):
         if self.kind == "householder":
             param = _householder_vectors(q0)
         elif self.kind == "cayley":
-            if torch.linalg.cond(eye + q0) > 1e10:
+            if not torch.linalg.cond(eye + q0) < 1e10:
                 raise ValueError("Rotation.set_matrix: the rotation has an eigenvalue −1, which "
                                  "the Cayley map cannot reach; use kind='householder'")
             a = torch.linalg.solve(eye + q0, eye - q0)
             param = 0.25 * (a - a.T)
         else:
-            vals, vecs = torch.linalg.eig(q0)
-            log = vecs @ torch.diag_embed(torch.log(vals)) @ torch.linalg.inv(vecs)
-            if log.imag.abs().max() > 1e-6:
-                raise ValueError("Rotation.set_matrix: no real logarithm found (eigenvalue −1); "
-                                 "use kind='householder'")
-            param = 0.25 * (log.real - log.real.T)
+            log = min(_eig_log(q0), _rotation_log(q0),
+                      key=lambda lg: float((torch.matrix_exp(lg) - q0).abs().max()))
+            if (torch.matrix_exp(log) - q0).abs().max() > _ORTHOGONAL_TOL:
+                raise ValueError("Rotation.set_matrix: no real logarithm found (eigenvalue close to "
+                                 "−1); use kind='householder'")
+            param = 0.5 * log
         self.weight.copy_(param.to(self.weight))
         self.signs.copy_(signs.to(self.signs))
         self._cache = None
@@ -179,3 +179,38 @@ def _householder_vectors(q0: Tensor) -> Tensor:
         vectors[i] = v
         current = current - 2 * torch.outer(v, v @ current)
     return vectors
+
+
+def _eig_log(q0: Tensor) -> Tensor:
+    """``P diag(log λ) P⁻¹`` from the complex eigendecomposition: accurate angles, but not real
+    when ``q0`` has the eigenvalue ``−1`` (then :func:`_rotation_log` is used)."""
+    vals, vecs = torch.linalg.eig(q0)
+    log = (vecs @ torch.diag_embed(torch.log(vals)) @ torch.linalg.inv(vecs)).real
+    return 0.5 * (log - log.T)
+
+
+def _rotation_log(q0: Tensor) -> Tensor:
+    r"""A real skew ``L`` with ``exp(L) = q0`` for ``q0 ∈ SO(n)`` (float64).
+
+    ``q0`` is normal, so ``M = ½(q0 + q0ᵀ)`` and ``K = ½(q0 − q0ᵀ)`` commute; on each invariant
+    plane ``q0`` turns by ``θ`` with ``M = cos θ`` and ``K = sin θ·J``, so
+    ``L = g(M) K`` with ``g(c) = arccos(c)/√(1 − c²)``. On the eigenspace ``q0 = −I`` (even
+    dimension in ``SO(n)``, ``K = 0`` there) ``L`` turns by ``π`` in pairs of basis vectors.
+    """
+    m, k = 0.5 * (q0 + q0.T), 0.5 * (q0 - q0.T)
+    cos, basis = torch.linalg.eigh(m)
+    cos = cos.clamp(-1.0, 1.0)
+    half_turn = cos < -1.0 + 1e-10
+    one_minus = 1.0 - cos
+    near_one = one_minus < 1e-8
+    safe = torch.where(near_one | half_turn, torch.zeros_like(cos), cos)
+    g = torch.where(near_one, 1.0 + one_minus / 3.0, torch.arccos(safe) / torch.sqrt(1.0 - safe**2))
+    g = torch.where(half_turn, torch.zeros_like(g), g)
+    log = (basis * g) @ basis.T @ k
+    flipped = basis[:, half_turn]
+    if flipped.shape[1] % 2:
+        raise ValueError("Rotation.set_matrix: odd-dimensional −1 eigenspace (not a rotation)")
+    for i in range(0, flipped.shape[1], 2):
+        a, b = flipped[:, i], flipped[:, i + 1]
+        log = log + torch.pi * (torch.outer(a, b) - torch.outer(b, a))
+    return 0.5 * (log - log.T)

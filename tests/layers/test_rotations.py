@@ -86,15 +86,19 @@ def test_set_matrix_reaches_both_components(kind: str, det: float) -> None:
     assert rot.signs[-1].item() == det
 
 
-def test_householder_reaches_rotations_the_other_maps_cannot() -> None:
-    half_turn = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))
-    for kind in ("cayley", "exp"):
+def test_half_turns_exp_and_householder_reach_them_cayley_cannot() -> None:
+    """Rotations by π in some planes (eigenvalue −1): the naive complex logarithm fails there."""
+    torch.manual_seed(3)
+    basis, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    signs = torch.tensor([-1.0, -1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    cases = [torch.diag(signs[1:]), -torch.eye(4, dtype=torch.float64), basis @ torch.diag(signs) @ basis.T]
+    for q in cases:
         with pytest.raises(ValueError, match="eigenvalue −1"):
-            Rotation(4, kind).double().set_matrix(half_turn)
-    rot = Rotation(4, "householder").double()
-    for q in (half_turn, torch.eye(4, dtype=torch.float64), -torch.eye(4, dtype=torch.float64)):
-        rot.set_matrix(q)
-        torch.testing.assert_close(_reference(rot), q, atol=1e-12, rtol=0)
+            Rotation(q.shape[0], "cayley").double().set_matrix(q)
+        for kind in ("exp", "householder"):
+            rot = Rotation(q.shape[0], kind).double()
+            rot.set_matrix(q)
+            torch.testing.assert_close(_reference(rot), q, atol=1e-12, rtol=0)
 
 
 def test_set_matrix_rejects_what_is_not_orthogonal() -> None:
