@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 NOTEBOOKS = ROOT / "notebooks"
 # Pages whose ```python blocks run as one script, in order (they define what they use).
-RUNNABLE = ["getting-started.md", "howto/custom-surjection.md", "howto/train.md"]
+RUNNABLE = [
+    "getting-started.md", "howto/custom-surjection.md", "howto/flowify.md", "howto/train.md",
+]
 MAX_NOTEBOOK_BYTES = 200_000
 
 
@@ -63,36 +65,43 @@ def _config() -> dict:
 # ---------------------------------------------------------------------------- API reference
 
 
+def _resolve(target: str) -> object:
+    """The object an mkdocstrings identifier names: the longest importable module, then attributes."""
+    parts = target.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attr in parts[split:]:
+            if not hasattr(obj, attr):
+                raise AssertionError(f"{target}: {'.'.join(parts[:split])} has no {'.'.join(parts[split:])}")
+            obj = getattr(obj, attr)
+        return obj
+    raise AssertionError(f"{target}: no importable module")
+
+
+def _documented() -> list[object]:
+    return [_resolve(t) for t in re.findall(r"^::: (\S+)", _api_text(), re.M)]
+
+
 @pytest.mark.parametrize("name", sorted(ffn.__all__))
 def test_every_public_name_has_an_api_entry(name: str) -> None:
-    directives = set(re.findall(r"^::: (\S+)", _api_text(), re.M))
-    assert f"survae_flowify.{name}" in directives, (
-        f"survae_flowify.{name} is public (in __all__) but no docs/api page has "
-        f"'::: survae_flowify.{name}'"
+    public = getattr(ffn, name)
+    assert any(obj is public for obj in _documented()), (
+        f"survae_flowify.{name} is public (in __all__) but no docs/api page documents it "
+        f"(add '::: survae_flowify.{name}' or the path where it is defined)"
     )
 
 
-@pytest.mark.parametrize("module", ["testing", "models", "data", "training", "cli"])
+@pytest.mark.parametrize("module", ["testing", "models", "data", "training", "cli", "flowify"])
 def test_public_submodules_have_an_api_page(module: str) -> None:
-    directives = set(re.findall(r"^::: (\S+)", _api_text(), re.M))
-    assert f"survae_flowify.{module}" in directives
+    documented = _documented()
+    assert any(obj is importlib.import_module(f"survae_flowify.{module}") for obj in documented)
 
 
 def test_api_directives_point_at_existing_objects() -> None:
-    for target in re.findall(r"^::: (\S+)", _api_text(), re.M):
-        parts = target.split(".")
-        for split in range(len(parts), 0, -1):
-            module_name = ".".join(parts[:split])
-            try:
-                obj = importlib.import_module(module_name)
-            except ImportError:
-                continue
-            for attr in parts[split:]:
-                assert hasattr(obj, attr), f"{target}: {module_name} has no {'.'.join(parts[split:])}"
-                obj = getattr(obj, attr)
-            break
-        else:
-            raise AssertionError(f"{target}: no importable module")
+    assert len(_documented()) > 40
 
 
 # ---------------------------------------------------------------------------- navigation
@@ -126,6 +135,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=ROOT, check=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""}, timeout=300,
     )
     return out
+
+
+def _build(config_dir: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", *flags, "-d", str(config_dir / "out")],
+        cwd=config_dir, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""}, timeout=300,
+        capture_output=True, text=True,
+    )
+
+
+def test_strict_quiet_build_still_fails_on_a_warning(tmp_path: Path) -> None:
+    """`mkdocs build --strict -q` (as in make test) must not let a broken link through."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# Home\n\nSee [a missing page](missing.md).\n")
+    hook = (DOCS / "hooks" / "notebooks.py").as_posix()
+    (tmp_path / "mkdocs.yml").write_text(f"site_name: t\nhooks:\n  - {hook}\n")
+    assert _build(tmp_path, "-q").returncode == 0  # not strict: a warning only
+    strict = _build(tmp_path, "--strict", "-q")
+    assert strict.returncode != 0 and "missing.md" in strict.stdout + strict.stderr
 
 
 def _article(page: Path) -> str:

@@ -6,6 +6,11 @@ next to the page) plus a downloadable copy ``notebooks/<name>.ipynb``. Nothing i
 ``make test`` executes the notebooks (``pytest --nbmake notebooks``), and the docs show the outputs
 saved in git. A notebook that stored an error output fails the build.
 
+The hook also keeps ``--strict`` strict under ``-q``: MkDocs' ``--quiet`` raises the log level to
+ERROR, so warnings (a broken link, a missing page) never reach the counter that ``--strict`` uses
+and the build passes. Here ``-q`` still silences the INFO lines, but warnings are printed and
+counted (see :func:`on_config`).
+
 Converting with ``nbformat`` alone (rather than a plugin such as mkdocs-jupyter) keeps the build
 free of an extra dependency and of a second markdown renderer: the pages go through the same
 extensions (arithmatex for ``$…$``) and the same ``--strict`` link checks as every other page.
@@ -95,6 +100,14 @@ def render(
             elif "text/plain" in data:
                 parts.append(_fence(_clip(_text(data["text/plain"])), "text"))
     return "\n".join(parts), images
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    """Under ``--strict``, let warnings through even with ``-q`` (which only hides INFO here)."""
+    logger = logging.getLogger("mkdocs")
+    if config.strict and logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    return config
 
 
 def on_files(files: Files, *, config: MkDocsConfig) -> Files:
