@@ -13,8 +13,10 @@ crosses between them. Every kind starts at ``Q = I``.
   of ``n`` reflections has determinant ``(−1)^n`` and every such matrix is one
   (Cartan–Dieudonné), so ``−H_1⋯H_n`` covers ``SO(n)``. Applied in the compact "UT transform"
   ``H_1 ⋯ H_n = I − Y S^{-1} Yᵀ``, ``Y = [v_1, …, v_n]``,
-  ``S = ½ diag(YᵀY) + strict_upper(YᵀY)`` (one triangular solve): a batch of ``N`` rows costs
-  ``O(N n²)`` without forming ``Q``; ``Q`` is formed instead when that is cheaper (``N ≳ n``).
+  ``S = ½ diag(YᵀY) + strict_upper(YᵀY)``. In training a batch of ``N`` rows is rotated block by
+  block (64 reflectors at a time, each block one UT transform): ``O(N n² + 64 n²)`` without
+  forming ``Q`` or the full ``n × n`` Gram matrix; ``Q`` is formed instead when that is cheaper
+  (``N ≳ 2n``), and in eval mode it is formed once and cached.
   Starts at ``v_i = e_i``, where ``Q_0 = I``.
 * ``"cayley"``: ``Q_0 = (I − A)(I + A)^{-1}``, ``A = P − Pᵀ`` skew; reaches the rotations
   without eigenvalue ``−1``.
@@ -37,6 +39,7 @@ __all__ = ["Rotation", "RotationKind"]
 RotationKind = Literal["householder", "cayley", "exp"]
 _KINDS = ("householder", "cayley", "exp")
 _ORTHOGONAL_TOL = 1e-6
+_BLOCK = 64  # reflectors per block of the blocked UT transform
 
 
 class Rotation(nn.Module):
@@ -99,29 +102,42 @@ class Rotation(nn.Module):
             self._cache = (key, self._compute())
         return self._cache[1]
 
-    def _use_ut(self, rows: int) -> bool:
-        # UT transform: ~2.5 N n² multiply-adds; forming Q: ~1.5 n³ + N n².
+    def _use_blocks(self, rows: int) -> bool:
+        # Blocked UT transform: ~n²·b (block Gram matrices) + 2·N·n² multiply-adds; forming Q
+        # costs ~2.5·n³ + N·n². Only while training: in eval the formed Q is cached.
         return (self.kind == "householder" and (self.training or torch.is_grad_enabled())
-                and 3 * rows < 2 * self.n)
+                and rows + _BLOCK < 2 * self.n)
+
+    def _blocks(self) -> list[tuple[Tensor, Tensor]]:
+        """``(Y_j, S_j)`` per block of ``_BLOCK`` reflectors: ``H_{block} = I − Y_jᵀ S_j^{-1} Y_j``
+        (rows of ``Y_j`` are the ``v_i``), ``S_j = ½ diag(Y_j Y_jᵀ) + strict_upper(Y_j Y_jᵀ)``."""
+        out = []
+        for y in self.weight.split(_BLOCK):  # split, not slices: one gradient concatenation
+            gram = y @ y.T
+            out.append((y, torch.triu(gram, 1) + torch.diag_embed(0.5 * gram.diagonal())))
+        return out
 
     def rotate(self, x: Tensor) -> Tensor:
         """Rows ``Q x`` for ``x`` of shape ``(N, n)``."""
-        if not self._use_ut(x.shape[0]):
+        if not self._use_blocks(x.shape[0]):
             return x @ self.matrix().T
-        # x Qᵀ = x D Q_0ᵀ = (x' Y) S^{-T} Yᵀ − x'  with  x' = x D
+        # x Qᵀ = −(x D) B_Lᵀ ⋯ B_1ᵀ with blocks B_j of H_1 ⋯ H_n; x B_jᵀ = x − (x Y_jᵀ) S_j^{-T} Y_j
         xs = x * self.signs
-        p = xs @ self.weight.T
-        r = torch.linalg.solve_triangular(self._triangle().T, p, upper=False, left=False)
-        return r @ self.weight - xs
+        for y, tri in reversed(self._blocks()):
+            r = torch.linalg.solve_triangular(tri.T, xs @ y.T, upper=False, left=False)
+            xs = xs - r @ y
+        return -xs
 
     def rotate_t(self, x: Tensor) -> Tensor:
         """Rows ``Qᵀ x`` for ``x`` of shape ``(N, n)``."""
-        if not self._use_ut(x.shape[0]):
+        if not self._use_blocks(x.shape[0]):
             return x @ self.matrix()
-        # x Q = (x Q_0) D = ((x Y) S^{-1} Yᵀ − x) D
-        p = x @ self.weight.T
-        r = torch.linalg.solve_triangular(self._triangle(), p, upper=True, left=False)
-        return (r @ self.weight - x) * self.signs
+        # x Q = −(x B_1 ⋯ B_L) D; x B_j = x − (x Y_jᵀ) S_j^{-1} Y_j
+        xs = x
+        for y, tri in self._blocks():
+            r = torch.linalg.solve_triangular(tri, xs @ y.T, upper=True, left=False)
+            xs = xs - r @ y
+        return -xs * self.signs
 
     # ---------------------------------------------------------------- construction
     @torch.no_grad()

@@ -53,9 +53,9 @@ def test_starts_at_the_identity(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("rows", [3, 40])  # the UT transform (rows ≪ n) and the formed matrix
+@pytest.mark.parametrize("rows", [3, 400])  # blocked UT transform (rows ≪ n); the formed matrix
 def test_rotate_and_rotate_t_agree_with_the_matrix_values_and_gradients(kind: str, rows: int) -> None:
-    n = 16
+    n = 150  # three blocks of reflectors (64, 64, 22)
     rot = _rotation(n, kind, seed=1)
     with torch.no_grad():
         rot.signs[-1] = -1.0
