@@ -288,6 +288,27 @@ def test_rst_table_becomes_markdown_table() -> None:
     ]
 
 
+def test_headerless_rst_tables_with_continuation_lines() -> None:
+    text = "\n".join([
+        "=======  =====",
+        "a        first line",
+        "         continued",
+        "b        one",
+        "=======  =====",
+        "",
+        "Between.",
+        "",
+        "==  ==",
+        "c   d",
+        "==  ==",
+    ])
+    assert griffe_rst.convert(text).split("\n") == [
+        "", "|  |  |", "| --- | --- |", "| a | first line continued |", "| b | one |", "",
+        "", "Between.", "",
+        "", "|  |  |", "| --- | --- |", "| c | d |", "",
+    ]
+
+
 def test_google_sections_become_lists() -> None:
     text = "Head.\n\nArgs:\n    a, b: sizes.\n    noise: the noise,\n        normal or uniform.\n\nTail."
     assert griffe_rst.convert(text).split("\n") == [

@@ -69,19 +69,56 @@ def _split_row(row: str, starts: list[int]) -> list[str]:
     return [row[a:b].strip() for a, b in itertools.pairwise(bounds)]
 
 
+def _table(lines: list[str], rules: list[int]) -> list[str]:
+    """One reST simple table (``lines[rules[0]] … lines[rules[-1]]``) as a Markdown table.
+
+    With three rules the header is the row between the first two; with two there is no header
+    (the Markdown header row stays empty). A row whose first cell is blank continues the row
+    above it.
+    """
+    starts = [m.start() for m in re.finditer(r"=+", lines[rules[0]])]
+    header, rows = [""] * len(starts), []
+    for index in range(rules[0] + 1, rules[-1]):
+        line = lines[index]
+        if index in rules:
+            if len(rules) == 3 and rows:
+                header, rows = rows[0], []
+            continue
+        if not line.strip():
+            continue
+        cells = _split_row(line, starts)
+        if rows and not cells[0]:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
+        else:
+            rows.append(cells)
+    table = [f"| {' | '.join(header)} |", "|" + " --- |" * len(starts)]
+    return ["", *table, *(f"| {' | '.join(row)} |" for row in rows), ""]
+
+
 def _tables(lines: list[str]) -> list[str]:
-    """A reST simple table (header between the first two rules) as a Markdown table."""
-    rules = [i for i, line in enumerate(lines) if _RULE.match(line)]
-    if len(rules) < 3:
-        return lines
-    first, header_end, last = rules[0], rules[1], rules[-1]
-    starts = [m.start() for m in re.finditer(r"=+", lines[first])]
-    body = [line for line in lines[first + 1 : last] if line.strip() and not _RULE.match(line)]
-    rows = [_split_row(line, starts) for line in body]
-    n_header = header_end - first - 1
-    table = [f"| {' | '.join(rows[0])} |", "|" + " --- |" * len(starts)]
-    table += [f"| {' | '.join(row)} |" for row in rows[n_header:]]
-    return [*lines[:first], "", *table, "", *lines[last + 1 :]]
+    """Every simple table: it opens with a rule and closes with the rule before a blank line."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _RULE.match(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        rules = [i]
+        j = i + 1
+        while j < len(lines) and lines[j].strip():
+            if _RULE.match(lines[j]):
+                rules.append(j)
+                if j + 1 >= len(lines) or not lines[j + 1].strip():
+                    break
+            j += 1
+        if len(rules) < 2 or len(rules) > 3:
+            out.append(lines[i])
+            i += 1
+            continue
+        out += _table(lines, rules)
+        i = rules[-1] + 1
+    return out
 
 
 def _indent(line: str) -> int:
