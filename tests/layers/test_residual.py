@@ -158,3 +158,10 @@ def test_configuration_errors() -> None:
         Residual(ffn.Linear(3, 3), inverse_density="laplace")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Repeat.*expected x of shape"):
         Residual(ffn.Linear(3, 3))(torch.randn(2, 4))
+
+
+def test_log_prob_traces_without_graph_breaks() -> None:
+    flow = ffn.Flow(ffn.StandardNormal(6), Residual(ffn.Linear(6, 6), inverse_density="diagonal"))
+    with ffn.validation(False):
+        explanation = torch._dynamo.explain(flow.log_prob)(torch.randn(8, 6))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
