@@ -30,7 +30,7 @@ import torch
 __all__ = ["PRESETS", "build_parser", "default_model", "main"]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {"model": "small-mlp", "dataset": "digits", "epochs": 350, "batch_size": 64,
+    "demo": {"model": "small-mlp", "dataset": "digits", "epochs": 300, "batch_size": 64,
              "lr": 2e-3, "name": "demo"},
     "paper": {"batch_size": 256, "lr": 5e-4, "epochs": "paper"},
 }

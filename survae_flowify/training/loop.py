@@ -338,7 +338,9 @@ class Trainer:
             value = nll_to_metric(nll, self.data)
             self._record(split="valid", step=self.step, epoch=epoch + 1, loss=nll,
                          **{self.data.metric: value})
-            self._say(f"epoch {epoch + 1}: validation {value:.4f} {self._unit()}", progress)
+            every_line = max(1, self.config.epochs // 20)  # at most ~20 lines per run
+            if (epoch + 1) % every_line == 0 or self.step >= self.total_steps:
+                self._say(f"epoch {epoch + 1}: validation {value:.4f} {self._unit()}", progress)
         self.save()
 
     def _eval_batch(self) -> int:
