@@ -15,7 +15,8 @@ from survae_flowify.algebra import (
     Transform,
 )
 from survae_flowify.distributions import DiagonalNormal, StandardNormal
-from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Unfold
+from survae_flowify.flowify import flowify, register_converter
+from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -48,6 +49,7 @@ __all__ = [
     "Pad",
     "PatchLinear",
     "Repeat",
+    "Residual",
     "Reshape",
     "RqSpline",
     "Sequential",
@@ -55,6 +57,8 @@ __all__ = [
     "StandardNormal",
     "Transform",
     "Unfold",
+    "flowify",
     "noise_off",
+    "register_converter",
     "validation",
 ]

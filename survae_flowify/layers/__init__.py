@@ -3,7 +3,10 @@
 from survae_flowify.layers.conv import Conv2d, PatchLinear
 from survae_flowify.layers.linear import Linear
 from survae_flowify.layers.pad import Pad
+from survae_flowify.layers.residual import AddHalves, Branch, Residual
 from survae_flowify.layers.rotations import Rotation
 from survae_flowify.layers.unfold import Unfold
 
-__all__ = ["Conv2d", "Linear", "Pad", "PatchLinear", "Rotation", "Unfold"]
+__all__ = [
+    "AddHalves", "Branch", "Conv2d", "Linear", "Pad", "PatchLinear", "Residual", "Rotation", "Unfold",
+]
