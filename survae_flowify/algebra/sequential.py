@@ -24,7 +24,7 @@ class Sequential(Transform):
             if not isinstance(t, Transform):
                 raise TypeError(
                     f"Sequential: part {i} is {type(t).__name__}, expected a survae_flowify "
-                    "Transform (use survae_flowify.flowify to convert torch.nn layers)"
+                    "Transform (use survae_flowify.flowify() to convert torch.nn layers)"
                 )
             self.add_module(str(i), t)
 
