@@ -147,7 +147,8 @@ def save_density_map(
     axes[0].hist2d(*data.cpu().numpy().T, bins=resolution, range=[[-bound, bound]] * 2, cmap="magma")
     axes[0].set_title("data")
     axes[1].imshow(density, origin="lower", extent=extent, cmap="magma")
-    axes[1].set_title("model density" + (f" (IW, K={num_samples})" if num_samples else " (ELBO)"))
+    how = "exact" if flow.exact else (f"IW bound, K={num_samples}" if num_samples else "ELBO")
+    axes[1].set_title(f"model density ({how})")
     axes[2].hist2d(*samples.T, bins=resolution, range=[[-bound, bound]] * 2, cmap="magma")
     axes[2].set_title("model samples")
     for ax in axes:
