@@ -14,8 +14,8 @@ from survae_flowify.algebra import (
     Sequential,
     Transform,
 )
-from survae_flowify.distributions import DiagonalNormal, StandardNormal
 from survae_flowify.conversion import flowify, register_converter
+from survae_flowify.distributions import DiagonalNormal, StandardNormal
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.transforms import (
     Augment,

@@ -8,8 +8,8 @@ from torch import nn
 
 import survae_flowify as ffn
 from survae_flowify import conversion as flowify_module
-from survae_flowify.distributions import ConditionalNormal
 from survae_flowify.conversion import flowify, register_converter
+from survae_flowify.distributions import ConditionalNormal
 from survae_flowify.layers.conv import Conv2d
 from survae_flowify.layers.linear import IncreasingLinear, ReducingLinear, SquareLinear
 

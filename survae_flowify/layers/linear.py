@@ -16,6 +16,8 @@ r"""The flowified linear layer (paper §3.1): ``W = U Σ Vᵀ`` in three regimes
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -54,6 +56,9 @@ class Linear(Transform):
         noise: for ``in < out``, the augmenting noise: ``"normal"`` or ``"uniform"``, learned scale.
         rotation: parametrisation of ``U`` and ``V``: ``"householder"`` (fast default),
             ``"cayley"`` or ``"exp"`` (the paper's Lie-algebra map, appendix G).
+        parametrization: ``"svd"`` (default) or ``"gram"``: no rotations at all, a dense ``W``
+            whose Gram matrix gives the same likelihood when the inverse density and the noise
+            are standard normal (:mod:`survae_flowify.layers.gram_linear`); fastest for wide layers.
 
     ``layer.weight`` (``(out, in)``) and ``layer.bias`` are the equivalent dense layer: under
     :func:`survae_flowify.noise_off` the forward output is ``F.linear(x, weight, bias)``. In eval
@@ -66,7 +71,16 @@ class Linear(Transform):
     def __new__(cls, *args: object, **kwargs: object) -> Linear:
         if cls is Linear:
             fin, fout = _features(args, kwargs)
-            cls = SquareLinear if fin == fout else ReducingLinear if fin > fout else IncreasingLinear
+            parametrization = kwargs.get("parametrization", "svd")
+            if parametrization == "gram":
+                from survae_flowify.layers import gram_linear as g
+
+                cls = (g.GramSquareLinear if fin == fout else g.GramReducingLinear if fin > fout
+                       else g.GramIncreasingLinear)
+            elif parametrization == "svd":
+                cls = SquareLinear if fin == fout else ReducingLinear if fin > fout else IncreasingLinear
+            else:
+                raise ValueError(f"Linear: parametrization must be 'svd' or 'gram', got {parametrization!r}")
         return super().__new__(cls)
 
     def __init__(
@@ -78,6 +92,7 @@ class Linear(Transform):
         inverse_density: InverseDensityKind = "normal",
         noise: NoiseKind = "normal",
         rotation: RotationKind = "householder",
+        parametrization: Literal["svd", "gram"] = "svd",
     ) -> None:
         super().__init__()
         _features((in_features, out_features), {})
@@ -177,6 +192,9 @@ class Linear(Transform):
             raise TypeError(f"Linear.from_linear: expected torch.nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach().to(torch.float64)
         out_f, in_f = w.shape
+        if kwargs.get("parametrization") == "gram":
+            gram = Linear(in_f, out_f, bias=linear.bias is not None, **kwargs).double()  # type: ignore[arg-type]
+            return gram._copy_from(gram, linear).to(linear.weight.dtype)  # type: ignore[attr-defined]
         layer = Linear(in_f, out_f, bias=linear.bias is not None, **kwargs).double()  # type: ignore[arg-type]
         u, s, vh = torch.linalg.svd(w, full_matrices=True)
         if s.min() <= _MIN_SINGULAR_VALUE * max(1.0, s.max().item()):

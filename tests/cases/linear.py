@@ -55,3 +55,16 @@ CASES.update({
         lambda: Residual(ffn.RqSpline(), shape=(1, 2, 3), inverse_density="conditional"),
         (1, 2, 3), log_det=False),
 })
+
+CASES.update({
+    "linear_gram_square": Case(
+        lambda: ffn.Linear(4, 4, parametrization="gram"), (4,), linear_gaussian=True),
+    "linear_gram_reducing": Case(
+        lambda: ffn.Linear(5, 2, parametrization="gram"), (5,), linear_gaussian=True, log_det=False),
+    "linear_gram_increasing": Case(
+        lambda: ffn.Linear(2, 4, parametrization="gram"), (2,), linear_gaussian=True),
+    "linear_gram_stack": Case(
+        lambda: ffn.Sequential(ffn.Linear(3, 5, parametrization="gram"), ffn.RqSpline(),
+                               ffn.Linear(5, 2, parametrization="gram")),
+        (3,), log_det=False),
+})

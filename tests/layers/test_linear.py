@@ -175,3 +175,32 @@ def test_bad_configuration_errors() -> None:
         ffn.Linear(2, 4, noise="cauchy")
     with pytest.raises(ValueError, match=r"IncreasingLinear.*expected x of shape \(batch, 2\)"):
         ffn.Linear(2, 4)(torch.randn(3, 3))
+
+
+@pytest.mark.parametrize(("fin", "fout"), SHAPES)
+def test_gram_parametrization_gives_the_svd_likelihood(fin: int, fout: int) -> None:
+    """Same W, same standard-normal densities: the SVD and Gram layers agree to float precision."""
+    torch.manual_seed(6)
+    svd = perturb_parameters(ffn.Linear(fin, fout)).double()
+    dense = nn.Linear(fin, fout).double()
+    with torch.no_grad():
+        dense.weight.copy_(svd.weight)
+        dense.bias.copy_(svd.bias)
+    gram = ffn.Linear.from_linear(dense, parametrization="gram")
+    assert type(gram).__name__.startswith("Gram") and isinstance(gram, ffn.Linear)
+    x = torch.randn(6, fin, dtype=torch.float64)
+    with ffn.noise_off():
+        (z1, c1), (z2, c2) = svd(x), gram(x)
+    torch.testing.assert_close(z1, z2, atol=1e-10, rtol=0)
+    torch.testing.assert_close(c1, c2, atol=1e-10, rtol=0)
+    torch.testing.assert_close(gram.inverse(z2, mean=True), svd.inverse(z1, mean=True),
+                               atol=1e-9, rtol=0)
+
+
+def test_gram_parametrization_rejects_what_it_cannot_express() -> None:
+    with pytest.raises(ValueError, match="inverse_density='normal'"):
+        ffn.Linear(4, 2, parametrization="gram", inverse_density="conditional")
+    with pytest.raises(ValueError, match="parametrization must be"):
+        ffn.Linear(4, 2, parametrization="qr")
+    with pytest.raises(ValueError, match="forward_parts is unavailable"):
+        ffn.Linear(4, 2, parametrization="gram").forward_parts(torch.randn(2, 4))
