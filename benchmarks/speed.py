@@ -6,7 +6,9 @@ contender per round, so drifts in machine load hit all alike) and reported as me
 
 * FMLP-MNIST (appendix figure 8) training step (``−log_prob`` + backward + Adam) against the
   plain ``nn.Sequential`` MLP 784→512→256→128→64→32→8 with LeakyReLU (mean-square loss), and
-  eval ``log_prob`` under ``torch.no_grad()`` against the plain forward;
+  eval ``log_prob`` under ``torch.no_grad()`` against the plain forward — as in the paper
+  (conditional inverse densities), and with standard-normal inverse densities both with
+  Householder rotations and with the rotation-free ``parametrization="gram"``;
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
 * the RqSpline activation on a (128, 512) batch: fast kernel vs nflows' function vs LeakyReLU;
 * the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
@@ -98,29 +100,11 @@ def interleaved(
 # models
 
 
-def flowified(name: str) -> tuple[ffn.Flow | None, str]:
-    """The paper's model from ``survae_flowify.models``; FMLP is built by hand if only the
-    flowified Linear exists. Returns ``(None, reason)`` when it cannot be built."""
-    try:
-        from survae_flowify import models
-    except ImportError as error:
-        reason = f"survae_flowify.models unavailable ({error})"
-    else:
-        return models.build(name, MNIST), ""
-    if name != "fmlp":
-        return None, reason
-    try:
-        from survae_flowify.layers.linear import Linear
-    except ImportError as error:
-        return None, f"{reason}; flowified Linear unavailable ({error})"
-    parts: list[ffn.Transform] = [ffn.Dequantize(LEVELS), ffn.Flatten(MNIST)]
-    features = 784
-    for i, width in enumerate(FMLP_WIDTHS):
-        parts.append(Linear(features, width, inverse_density="conditional"))
-        if i < len(FMLP_WIDTHS) - 1:
-            parts.append(ffn.RqSpline())
-        features = width
-    return ffn.Flow(ffn.StandardNormal(features), ffn.Sequential(*parts)), ""
+def flowified(name: str, **kwargs: object) -> ffn.Flow:
+    """The paper's model from ``survae_flowify.models`` (``kwargs`` go to its layers)."""
+    from survae_flowify import models
+
+    return models.build(name, MNIST, **kwargs)
 
 
 def plain_mlp() -> nn.Sequential:
@@ -177,11 +161,9 @@ def train_step(model: nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[
 
 def compare_model(
     label: str, name: str, plain: nn.Module, images: torch.Tensor, args: argparse.Namespace,
-    sync: Callable[[], None], goals: tuple[str, str],
+    sync: Callable[[], None], goals: tuple[str, str], **model_kwargs: object,
 ) -> list[Row]:
-    flow, reason = flowified(name)
-    if flow is None:
-        return [Row(f"{label} train step", None, note=reason), Row(f"{label} eval log_prob", None)]
+    flow = flowified(name, **model_kwargs)
     flow, plain = flow.to(args.device), plain.to(args.device)
     flat = images.float() / LEVELS
     rows = []
@@ -278,10 +260,7 @@ def _explain(flow: ffn.Flow, images: torch.Tensor, *, train: bool, validate: boo
 def graph_breaks(args: argparse.Namespace) -> list[str]:
     """Dynamo's graph breaks in FMLP ``log_prob``; the goal is none with input checks off (the
     checks raise on data-dependent conditions by design, see ``ffn.validation``)."""
-    flow, reason = flowified("fmlp")
-    if flow is None:
-        return [f"graph breaks, FMLP log_prob: n/a ({reason})"]
-    flow = flow.to(args.device)
+    flow = flowified("fmlp").to(args.device)
     images = mnist_like(2, args.device)
     torch._logging.set_logs(dynamo=logging.ERROR)  # the breaks are summarised below instead
     try:
@@ -293,10 +272,7 @@ def graph_breaks(args: argparse.Namespace) -> list[str]:
 
 
 def profile_fmlp(args: argparse.Namespace, sync: Callable[[], None]) -> str:
-    flow, reason = flowified("fmlp")
-    if flow is None:
-        return f"profile: n/a ({reason})"
-    flow = flow.to(args.device).train()
+    flow = flowified("fmlp").to(args.device).train()
     images = mnist_like(args.batch, args.device)
     step = train_step(flow, lambda: -flow.log_prob(images).mean())
     for _ in range(args.warmup):
@@ -373,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} CPU threads")
     images = mnist_like(args.batch, args.device)
     rows = compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, ("≤ 3", "≤ 2"))
+    # The same shapes with standard-normal inverse densities: rotations (Householder) against the
+    # rotation-free Gram parametrization of the same likelihood.
+    rows += compare_model("FMLP-MNIST normal, householder", "fmlp", plain_mlp(), images, args, sync,
+                          ("≤ 3", "≤ 2"), inverse_density="normal")
+    rows += compare_model("FMLP-MNIST normal, gram", "fmlp", plain_mlp(), images, args, sync,
+                          ("≤ 3", "≤ 2"), inverse_density="normal", parametrization="gram")
     rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     rows += compare_spline(args, sync)
     print(table(rows))

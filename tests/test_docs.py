@@ -94,7 +94,7 @@ def test_every_public_name_has_an_api_entry(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("module", ["testing", "models", "data", "training", "cli", "flowify"])
+@pytest.mark.parametrize("module", ["testing", "models", "data", "training", "cli", "conversion"])
 def test_public_submodules_have_an_api_page(module: str) -> None:
     documented = _documented()
     assert any(obj is importlib.import_module(f"survae_flowify.{module}") for obj in documented)
