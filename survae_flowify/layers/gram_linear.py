@@ -96,14 +96,27 @@ class GramSquareLinear(GramLinear, Bijection):
 class GramReducingLinear(GramLinear, InferenceSurjection):
     """``z = W x + b`` with a standard-normal density on the null space of ``W`` (exact)."""
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        w = self._w(x)
+    def _build_eval_mats(self) -> tuple[Tensor, ...]:
+        w = self.weight_param.detach()
         chol = torch.linalg.cholesky(w @ w.T)
-        wx = x @ w.T
-        keep = torch.linalg.solve_triangular(chol, wx.T, upper=False)  # (out, N): y_keep up to U
-        drop_sq = (x.square().sum(1) - keep.square().sum(0)).clamp_min(0)
+        whitened = torch.linalg.solve_triangular(chol, w, upper=False)  # L⁻¹W
+        return torch.cat([w, whitened], 0), torch.log(chol.diagonal()).sum()
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mats = self._eval_mats(x.dtype)
+        if mats is not None:  # eval: one product gives W x and L⁻¹W x
+            both = x @ mats[0].T
+            wx, keep_sq = both[:, : self.out_features], both[:, self.out_features:].square().sum(1)
+            log_det = mats[1]
+        else:
+            w = self._w(x)
+            chol = torch.linalg.cholesky(w @ w.T)
+            wx = x @ w.T
+            keep = torch.linalg.solve_triangular(chol, wx.T, upper=False)  # (out, N): ‖y_keep‖
+            keep_sq = keep.square().sum(0)
+            log_det = torch.log(chol.diagonal()).sum()
+        drop_sq = (x.square().sum(1) - keep_sq).clamp_min(0)
         m = self.in_features - self.out_features
-        log_det = torch.log(chol.diagonal()).sum()
         return wx + self._b(x), log_det - 0.5 * drop_sq - m * _HALF_LOG_2PI
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:

@@ -30,7 +30,7 @@ from survae_flowify.algebra.transform import (
 )
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
 from survae_flowify.distributions.noise import Noise, NoiseKind
-from survae_flowify.layers.rotations import Rotation, RotationKind
+from survae_flowify.layers.rotations import Rotation, RotationKind, _compiling
 
 __all__ = ["IncreasingLinear", "Linear", "ReducingLinear", "SquareLinear"]
 
@@ -143,8 +143,10 @@ class Linear(Transform):
         """Dense matrices for the eval fast path, or ``None`` while training / under grad."""
         if self.training or torch.is_grad_enabled():
             return None
-        key = (*((p.data_ptr(), p._version, p.dtype) for p in self.parameters()),
-               self.U.signs._version, self.V.signs._version, dtype)
+        if _compiling():  # a traced graph computes the matrices itself; the cache check would break it
+            return tuple(m.to(dtype) for m in self._build_eval_mats())
+        key = (*((t.data_ptr(), t._version, t.dtype) for t in (*self.parameters(), *self.buffers())),
+               dtype)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, tuple(m.to(dtype) for m in self._build_eval_mats()))
         return self._cache[1]

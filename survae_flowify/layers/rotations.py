@@ -42,6 +42,11 @@ _ORTHOGONAL_TOL = 1e-6
 _BLOCK = 64  # reflectors per block of the blocked UT transform
 
 
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
 class Rotation(nn.Module):
     """An orthogonal ``n × n`` matrix ``Q = Q_0 D``; see the module docstring for the kinds.
 
@@ -94,8 +99,8 @@ class Rotation(nn.Module):
 
     def matrix(self) -> Tensor:
         """``Q``, shape ``(n, n)``; cached in eval mode without grad."""
-        if self.training or torch.is_grad_enabled():
-            return self._compute()
+        if self.training or torch.is_grad_enabled() or _compiling():
+            return self._compute()  # under torch.compile the cache check would break the graph
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype,
                self.signs._version, self.signs.data_ptr())
         if self._cache is None or self._cache[0] != key:

@@ -204,3 +204,18 @@ def test_gram_parametrization_rejects_what_it_cannot_express() -> None:
         ffn.Linear(4, 2, parametrization="qr")
     with pytest.raises(ValueError, match="forward_parts is unavailable"):
         ffn.Linear(4, 2, parametrization="gram").forward_parts(torch.randn(2, 4))
+
+
+def test_gram_eval_fast_path_matches_training_path() -> None:
+    torch.manual_seed(7)
+    layer = perturb_parameters(ffn.Linear(7, 3, parametrization="gram")).double()
+    x = torch.randn(5, 7, dtype=torch.float64)
+    z_train, c_train = layer(x)
+    layer.eval()
+    with torch.no_grad():
+        z_eval, c_eval = layer(x)
+        assert layer._cache is not None
+        layer.weight_param.mul_(1.5)  # changed in eval mode: the cache must not be reused
+        assert not torch.allclose(layer(x)[1], c_eval)
+    torch.testing.assert_close(z_eval, z_train.detach(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(c_eval, c_train.detach(), atol=1e-10, rtol=0)
