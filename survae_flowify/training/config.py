@@ -13,7 +13,7 @@ class ConfigError(ValueError):
     """A configuration a user can fix (bad value, conflicting options)."""
 
 
-SCHEDULE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "max_steps", "seed")
+SCHEDULE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "max_steps", "seed", "time_budget_s")
 """Keys that fix the data order and the learning-rate schedule: a resumed run must keep them."""
 
 
@@ -26,7 +26,9 @@ class TrainConfig:
     over DDP ranks). ``max_steps`` caps the number of steps (and the schedule's length).
     ``eval_samples=K`` adds the importance-weighted bound with ``K`` samples to the test metrics.
     ``checkpoint_every`` (steps, 0: at each epoch's end only) and ``checkpoint_minutes`` set how
-    often the checkpoint is refreshed.
+    often the checkpoint is refreshed. ``time_budget_s``: train for about this many seconds; the
+    schedule's length is set from the speed of the first steps (at most ``epochs`` epochs and
+    ``max_steps`` steps), so results then depend on the machine's speed.
     """
 
     epochs: int = 10
@@ -41,6 +43,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0
     checkpoint_minutes: float = 10.0
+    time_budget_s: float | None = None
     seed: int = 0
     quiet: bool = False
     plots: bool = True
@@ -61,6 +64,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        budget = self.time_budget_s
+        if budget is not None and not (math.isfinite(budget) and budget > 0):
+            raise ConfigError(f"time_budget_s must be a positive number, got {self.time_budget_s!r}")
         if self.weight_decay < 0 or (self.clip_grad is not None and not self.clip_grad > 0):
             raise ConfigError("weight_decay must be >= 0 and clip_grad > 0 (or None)")
 

@@ -40,6 +40,7 @@ __all__ = ["RunResult", "Trainer", "evaluate", "nll_to_metric", "parameter_count
 
 Status = Literal["finished", "paused", "interrupted", "diverged"]
 _RANK_SEED_STRIDE = 7919  # a prime: distinct noise streams per rank
+_CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule's length
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -174,7 +175,9 @@ class Trainer:
         )
         self.steps_per_epoch = max(1, len(self.sampler) // self.local_batch)
         total = config.epochs * self.steps_per_epoch
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.max_total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.total_steps = self.max_total_steps
+        self.calibrated = config.time_budget_s is None  # else: set the length from measured speed
         self.step = 0
         self.train_time = 0.0
         self.checkpoint_path = self.out / "checkpoint.pt"
@@ -204,7 +207,10 @@ class Trainer:
                 f"{k}: checkpoint {saved[k]!r}, now {getattr(self.config, k)!r}" for k in clash
             )
             raise CheckpointError(f"cannot resume with a different schedule ({detail})")
-        if checkpoint["total_steps"] != self.total_steps:
+        self.calibrated = bool(checkpoint.get("calibrated", True))
+        if self.config.time_budget_s is not None:
+            self.total_steps = int(checkpoint["total_steps"])
+        elif checkpoint["total_steps"] != self.total_steps:
             raise CheckpointError(
                 f"the checkpoint's schedule has {checkpoint['total_steps']} steps, this run "
                 f"{self.total_steps} (was the training set changed?)"
@@ -241,7 +247,7 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, {
             "spec": self.spec, "model": self.flow.state_dict(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "epoch": epoch,
-            "batch_in_epoch": batch, "total_steps": self.total_steps,
+            "batch_in_epoch": batch, "total_steps": self.total_steps, "calibrated": self.calibrated,
             "config": self.config.to_dict(), "rng": rng, "train_time_s": self.train_time,
         })
         self.last_saved_step = self.step
@@ -300,6 +306,7 @@ class Trainer:
         window: list[float] = []
         pause_at = self.step + stop_after if stop_after else None
         last_save = time.monotonic()
+        start, first_step = time.perf_counter(), self.step
         while self.step < self.total_steps:
             epoch, first = divmod(self.step, self.steps_per_epoch)
             for index in self.epoch_batches(epoch)[first:]:
@@ -309,6 +316,8 @@ class Trainer:
                 self.step += 1
                 window.append(loss)
                 progress.update(1)
+                if not self.calibrated and self.step - first_step >= _CALIBRATION_STEPS:
+                    self._calibrate(time.perf_counter() - start, self.step - first_step, progress)
                 if self.step % self.config.log_every == 0 or self.step == self.total_steps:
                     self._log_train(window, norm, epoch, progress)
                     window = []
@@ -325,6 +334,17 @@ class Trainer:
             if self.step == pause_at and self.step < self.total_steps:
                 return self._paused()
         return None
+
+    def _calibrate(self, elapsed: float, steps: int, progress: Any) -> None:
+        """Time budget: fix the schedule's length from the speed of the steps so far (the same
+        on every rank: rank speeds are combined by their maximum step count)."""
+        remaining = self.config.time_budget_s - self.train_time - elapsed
+        more = max(1, int(remaining * steps / elapsed)) if elapsed > 0 else self.max_total_steps
+        total = min(self.step + more, self.max_total_steps)
+        self.total_steps = int(self.dist.max([float(total)])[0])
+        self.calibrated = True
+        progress.total = self.total_steps
+        progress.refresh()
 
     def _checkpoint_due(self, last_save: float) -> bool:
         every = self.config.checkpoint_every

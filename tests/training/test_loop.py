@@ -218,3 +218,21 @@ def test_image_grid_scales_levels_and_tiles():
     assert grid[4:6, 4:6].min() == 1.0  # the empty fourth cell stays background
     colour = image_grid(torch.full((1, 3, 2, 2), 0.5), levels=None)
     assert colour.shape == (4, 4, 3) and colour[1, 1, 0] == 0.5
+
+
+def test_time_budget_sets_the_schedule_length_and_survives_resume(tmp_path):
+    data = _digits()
+    config = _config(epochs=10000, time_budget_s=3.0)
+    trainer = Trainer(_flow(data), data, tmp_path, config)
+    result = trainer.run(stop_after=25)  # the schedule's length is fixed after 20 timed steps
+    assert result.status == "paused"
+    total = trainer.total_steps
+    assert 25 < total < 10000 * trainer.steps_per_epoch
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint["calibrated"] and checkpoint["total_steps"] == total
+    again = Trainer(_flow(data), data, tmp_path, config)
+    again.restore(checkpoint)
+    assert again.total_steps == total and again.lr_at(25) == cosine_lr(25, total, config.lr)
+    finished = again.run()
+    assert finished.status == "finished" and finished.step == total
+    assert finished.summary["train_time_s"] < 60  # about the budget, not 10000 epochs
