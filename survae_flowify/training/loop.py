@@ -440,7 +440,8 @@ class Trainer:
             iw = evaluate(self.flow, data.test, num_samples=k, **eval_kw)
             summary.update({f"test_iw_{metric}": nll_to_metric(iw, data), "eval_samples": k})
         summary.update({
-            "parameters": parameter_count(self.flow), "steps": self.step, "epochs": self.config.epochs,
+            "parameters": parameter_count(self.flow), "steps": self.step,
+            "epochs": round(self.step / self.steps_per_epoch, 3), "time_budget_s": self.config.time_budget_s,
             "train_time_s": round(self.train_time, 3), "wall_time_s": round(wall, 3),
             "device": str(self.dist.device), "world_size": self.dist.world_size,
             "checkpoint": str(self.checkpoint_path), "data_shape": list(data.shape),
