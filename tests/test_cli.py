@@ -227,7 +227,8 @@ def test_presets():
     assert _run_settings(args, None)[1]["epochs"] == 3  # flags override the preset
     args = build_parser().parse_args(["train", "--preset", "demo"])
     spec, config = _run_settings(args, None)
-    assert spec["dataset"] == "digits" and spec["levels"] == 17
+    assert spec["dataset"] == "digits" and spec["levels"] == 17 and spec["model"] == "small-conv"
+    assert config["time_budget_s"] == 120.0
 
 
 def test_paper_preset_on_other_data_is_a_usage_error(capsys):
@@ -240,7 +241,7 @@ def test_demo_preset_runs_briefly(tmp_path, capsys):
     assert main(["train", "--preset", "demo", "--max-steps", "2", "--out", str(out), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "test bits/dim:" in out and f"sample grid: {tmp_path / 'd' / 'samples.png'}" in out
-    assert json.loads((tmp_path / "d" / "config.json").read_text())["spec"]["model"] == "small-mlp"
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["spec"]["model"] == "small-conv"
 
 
 def test_bench_and_list(capsys):
