@@ -30,6 +30,7 @@ from survae_flowify.algebra.transform import (
 )
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
 from survae_flowify.distributions.noise import Noise, NoiseKind
+from survae_flowify.layers._cache import EvalCache
 from survae_flowify.layers.rotations import Rotation, RotationKind, _compiling
 
 __all__ = ["IncreasingLinear", "Linear", "ReducingLinear", "SquareLinear"]
@@ -45,7 +46,7 @@ def _features(args: tuple, kwargs: dict) -> tuple[int, int]:
     return values[0], values[1]
 
 
-class Linear(Transform):
+class Linear(EvalCache, Transform):
     """Flowified ``nn.Linear(in_features, out_features)``; see the module docstring for the math.
 
     Args:
@@ -153,15 +154,6 @@ class Linear(Transform):
 
     def _build_eval_mats(self) -> tuple[Tensor, ...]:
         raise NotImplementedError
-
-    def train(self, mode: bool = True) -> Linear:
-        self._cache = None
-        return super().train(mode)
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_cache"] = None
-        return state
 
     # ----------------------------------------------------------------- low-level parts
     def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:

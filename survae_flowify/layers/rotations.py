@@ -34,6 +34,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from survae_flowify.layers._cache import EvalCache
+
 __all__ = ["Rotation", "RotationKind"]
 
 RotationKind = Literal["householder", "cayley", "exp"]
@@ -47,7 +49,7 @@ def _compiling() -> bool:
     return bool(is_compiling and is_compiling())
 
 
-class Rotation(nn.Module):
+class Rotation(EvalCache):
     """An orthogonal ``n × n`` matrix ``Q = Q_0 D``; see the module docstring for the kinds.
 
     In eval mode (without grad) :meth:`matrix` is computed once and reused until a parameter
@@ -68,15 +70,6 @@ class Rotation(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n={self.n}, kind={self.kind!r}"
-
-    def train(self, mode: bool = True) -> Rotation:
-        self._cache = None
-        return super().train(mode)
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_cache"] = None
-        return state
 
     # ---------------------------------------------------------------- Q_0 by kind
     def _triangle(self) -> Tensor:

@@ -28,6 +28,7 @@ __all__ = [
     "fconv2_nsf",
     "fmlp",
     "image_flow",
+    "mlp_flow",
     "tabular_mlp",
 ]
 
@@ -124,20 +125,31 @@ def image_flow(
     return Flow(StandardNormal(features), Sequential(*parts))
 
 
-def fmlp(dataset: Dataset = "mnist", *, levels: int | None = 256, **layer_kwargs: object) -> Flow:
-    """FMLP (appendix figures 8 and 9): Flatten → Linear/RqSpline stack → latent 8 (MNIST) or 128."""
-    shape = IMAGE_SHAPES[_check_dataset("fmlp", dataset)]
+def mlp_flow(
+    shape: tuple[int, ...],
+    widths: Sequence[int],
+    *,
+    levels: int | None = None,
+    **layer_kwargs: object,
+) -> Flow:
+    """``[Dequantize] → [Flatten] → (Linear → RqSpline)*`` ending in a Linear to ``widths[-1]``."""
     kwargs = {"inverse_density": "conditional", **layer_kwargs}
     parts: list[Transform] = [Dequantize(levels)] if levels else []
-    parts.append(Flatten(shape))
+    if len(shape) > 1:
+        parts.append(Flatten(tuple(shape)))
     features = math.prod(shape)
-    widths = _FMLP[dataset]
     for i, width in enumerate(widths):
         parts.append(Linear(features, width, **kwargs))
         if i < len(widths) - 1:
             parts.append(RqSpline())
         features = width
     return Flow(StandardNormal(features), Sequential(*parts))
+
+
+def fmlp(dataset: Dataset = "mnist", *, levels: int | None = 256, **layer_kwargs: object) -> Flow:
+    """FMLP (appendix figures 8 and 9): Flatten → Linear/RqSpline stack → latent 8 (MNIST) or 128."""
+    d = _check_dataset("fmlp", dataset)
+    return mlp_flow(IMAGE_SHAPES[d], _FMLP[d], levels=levels, **layer_kwargs)
 
 
 def _conv_mlp(dataset: str, num_cifar_layers: int) -> list[int]:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from survae_flowify.algebra import Flow, Sequential, Transform
-from survae_flowify.distributions import StandardNormal
-from survae_flowify.layers.linear import Linear
-from survae_flowify.models.paper import image_flow
-from survae_flowify.transforms import Dequantize, Flatten, RqSpline
+from survae_flowify.algebra import Flow
+from survae_flowify.models.paper import image_flow, mlp_flow
 
 __all__ = ["small_conv", "small_mlp"]
 
@@ -29,16 +26,7 @@ def small_mlp(
     d = math.prod(shape)
     if widths is None:
         widths = [d, d, max(2, d // 2), max(2, d // 4)] if d >= 8 else [d, d, d]
-    kwargs = {"inverse_density": "conditional", **layer_kwargs}
-    parts: list[Transform] = [Dequantize(levels)] if levels else []
-    if len(shape) > 1:
-        parts.append(Flatten(tuple(shape)))
-    for i, width in enumerate(widths):
-        parts.append(Linear(d, width, **kwargs))
-        if i < len(widths) - 1:
-            parts.append(RqSpline())
-        d = width
-    return Flow(StandardNormal(d), Sequential(*parts))
+    return mlp_flow(shape, widths, levels=levels, **layer_kwargs)
 
 
 def small_conv(
