@@ -174,7 +174,3 @@ class GenerativeSurjection(Transform):
     exact = False
     stochastic_forward = True
 
-
-def zeros_like_batch(x: Tensor) -> Tensor:
-    """A ``(B,)`` accumulator with ``x``'s dtype and device."""
-    return x.new_zeros(x.shape[0], dtype=x.dtype if x.is_floating_point() else torch.get_default_dtype())
