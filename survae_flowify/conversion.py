@@ -32,6 +32,7 @@ from torch import nn
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import Transform
 from survae_flowify.layers.linear import Linear
+from survae_flowify.transforms._shapes import event_shape
 from survae_flowify.transforms.activations import LeakyReLU
 from survae_flowify.transforms.structure import Flatten
 
@@ -94,22 +95,13 @@ def flowify(
     become nested ones. Raises ``ValueError`` naming the layer (its path, e.g. ``'2.1'``) that
     cannot be converted, with the invertible alternative when there is one.
     """
-    shape = None if input_shape is None else _event_shape(input_shape)
+    shape = None if input_shape is None else event_shape("flowify: input_shape", input_shape)
     ctx = {"keep_weights": bool(keep_weights), **layer_kwargs}
     if isinstance(module, nn.Sequential):
         converted, _ = _convert_sequential(module, "", shape, ctx)
         return converted
     part, _ = _convert(module, "0", shape, ctx)
     return Sequential() if part is None else Sequential(part)
-
-
-def _event_shape(shape: object) -> tuple[int, ...]:
-    if isinstance(shape, int):
-        shape = (shape,)
-    shape = tuple(shape)  # type: ignore[arg-type]
-    if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"flowify: input_shape must hold positive ints, got {shape}")
-    return shape
 
 
 def _convert_sequential(

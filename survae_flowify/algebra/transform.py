@@ -62,11 +62,10 @@ def check_input(
     """
     if not _state.validation_enabled():
         return
-    name = _describe(layer)
     if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(t).__name__}")
+        raise TypeError(f"{_describe(layer)}: {what} must be a torch.Tensor, got {type(t).__name__}")
     if not (t.is_floating_point() or integer_ok):
-        raise ValueError(f"{name}: {what} must be a floating-point tensor, got dtype {t.dtype}")
+        raise ValueError(f"{_describe(layer)}: {what} must be a floating-point tensor, got dtype {t.dtype}")
     got = tuple(t.shape)
     if expected is None:
         ok = t.dim() >= 1
@@ -75,9 +74,9 @@ def check_input(
             e is None or e == g for e, g in zip(expected, got[1:], strict=True)
         )
     if not ok:
-        raise ValueError(f"{name}: expected {what} of shape {_fmt(expected)}, got {got}")
+        raise ValueError(f"{_describe(layer)}: expected {what} of shape {_fmt(expected)}, got {got}")
     if _FINITE_CHECK[0] and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: {what} contains NaN or infinite values (shape {got})")
+        raise ValueError(f"{_describe(layer)}: {what} contains NaN or infinite values (shape {got})")
 
 
 def _describe(layer: nn.Module) -> str:
@@ -172,5 +171,9 @@ class GenerativeSurjection(Transform):
     """
 
     exact = False
-    stochastic_forward = True
+
+    @property
+    def stochastic_forward(self) -> bool:  # type: ignore[override]
+        """A layer whose contribution is exact adds no noise (e.g. Unfold with stride == kernel)."""
+        return not self.exact
 

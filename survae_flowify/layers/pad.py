@@ -117,10 +117,6 @@ class Pad(GenerativeSurjection):
         return self.stride == 1
 
     @property
-    def stochastic_forward(self) -> bool:  # type: ignore[override]
-        return not self.exact
-
-    @property
     def bounded_noise(self) -> bool:
         return self.noise.bounded and not self.exact
 

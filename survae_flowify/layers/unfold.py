@@ -97,10 +97,6 @@ class Unfold(GenerativeSurjection):
         return self.stride == self.kernel_size
 
     @property
-    def stochastic_forward(self) -> bool:  # type: ignore[override]
-        return not self.exact
-
-    @property
     def bounded_noise(self) -> bool:
         return self.kind == "uniform" and not self.exact
 

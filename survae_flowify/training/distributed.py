@@ -54,21 +54,20 @@ class DistContext:
         """Rank 0: the only process that writes files and prints progress."""
         return self.rank == 0
 
-    def sum(self, values: list[float]) -> list[float]:
-        """Sum ``values`` over all ranks (identity in a single process)."""
+    def _reduce(self, values: list[float], op: dist.ReduceOp) -> list[float]:
         if not self.enabled:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=op)
         return t.tolist()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Sum ``values`` over all ranks (identity in a single process)."""
+        return self._reduce(values, dist.ReduceOp.SUM)
 
     def max(self, values: list[float]) -> list[float]:
         """Elementwise maximum of ``values`` over all ranks (identity in a single process)."""
-        if not self.enabled:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.tolist()
+        return self._reduce(values, dist.ReduceOp.MAX)
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""
