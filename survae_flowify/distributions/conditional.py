@@ -90,6 +90,10 @@ class InverseDensity(nn.Module):
         eps = torch.randn(shape, dtype=context.dtype, device=context.device)
         return loc + torch.exp(log_scale) * eps
 
+    def draw(self, context: Tensor, *, mean: bool) -> Tensor:
+        """A sample of ``p(d | c)``, or its mean when ``mean=True`` (the inverse's two modes)."""
+        return self.mean(context) if mean else self.sample(context)
+
 
 class StandardNormalDensity(InverseDensity):
     """``p(d | c) = N(0, I)``."""

@@ -190,7 +190,7 @@ class PatchLinear(Transform):
         dropped = None
         if self.in_channels > self.out_channels:
             density = self.inverse_density
-            dropped = _to_rows(density.mean(z) if mean else density.sample(z))
+            dropped = _to_rows(density.draw(z, mean=mean))
         return _to_map(self.linear.inverse_parts(_to_rows(z), dropped), b, h, w)
 
 

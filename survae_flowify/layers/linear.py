@@ -259,7 +259,7 @@ class ReducingLinear(Linear, InferenceSurjection):
         return z, log_det + self.inverse_density.log_prob(dropped, z)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        d = self.inverse_density.mean(z) if mean else self.inverse_density.sample(z)
+        d = self.inverse_density.draw(z, mean=mean)
         return self.inverse_parts(z, d)
 
 

@@ -81,7 +81,7 @@ class AddHalves(InferenceSurjection):
         return z, log_det + self.inverse_density.log_prob(d, z)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        d = self.inverse_density.mean(z) if mean else self.inverse_density.sample(z)
+        d = self.inverse_density.draw(z, mean=mean)
         half, spread = 0.5 * z, d * math.sqrt(0.5)
         return torch.cat([half + spread, half - spread], dim=1)
 

@@ -59,5 +59,5 @@ class Slice(InferenceSurjection):
         return z, self.inverse_density.log_prob(d, z)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        d = self.inverse_density.mean(z) if mean else self.inverse_density.sample(z)
+        d = self.inverse_density.draw(z, mean=mean)
         return torch.cat([z, d], dim=1)
