@@ -12,10 +12,13 @@ TORCH_GPU_SPEC ?= torch>=2.2
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_SPEC := $(if $(HAS_GPU),$(TORCH_GPU_SPEC),$(TORCH_CPU_SPEC))
 STAMP := $(VENV)/.installed
+# KaTeX, which typesets the docs' math at build time (docs/hooks/katex.py), from the npm registry at
+# the version docs/hooks/package-lock.json pins; npm writes this file last.
+KATEX := docs/hooks/node_modules/.package-lock.json
 
 .PHONY: demo test lint unit notebooks docs bench setup clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KATEX)
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
@@ -27,19 +30,23 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q -e ".[dev,notebooks,docs]"
 	@touch $(STAMP)
 
+$(KATEX): docs/hooks/package.json docs/hooks/package-lock.json
+	@command -v npm >/dev/null || { echo "The docs build needs Node.js and npm: apt-get install -y nodejs npm"; exit 1; }
+	npm ci --prefix docs/hooks --no-audit --no-fund --ignore-scripts --loglevel=error
+
 demo: $(STAMP)
 	$(VENV)/bin/survae-flowify train --preset demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check survae_flowify tests benchmarks
 
-unit: $(STAMP)
+unit: $(STAMP) $(KATEX)
 	$(PY) -m pytest -q
 
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbmake -q notebooks
 
-docs: $(STAMP)
+docs: $(STAMP) $(KATEX)
 	$(VENV)/bin/mkdocs build --strict -q
 
 test: lint unit notebooks docs
@@ -48,4 +55,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site .pytest_cache .ruff_cache .hypothesis docs/hooks/node_modules

@@ -8,12 +8,21 @@ small and free of errors, and that the hooks convert what they claim to.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import html.parser
+import http.server
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import nbformat
 import pytest
@@ -127,12 +136,16 @@ def test_math_uses_arithmatex_not_sphinx_roles() -> None:
 # ---------------------------------------------------------------------------- the built site
 
 
+# The build finds node (KaTeX renders the math at build time) on the caller's PATH, nothing else.
+BUILD_ENV = {"NO_MKDOCS_2_WARNING": "1", "PATH": os.environ.get("PATH", "")}
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
-        cwd=ROOT, check=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""}, timeout=300,
+        cwd=ROOT, check=True, env=BUILD_ENV, timeout=300,
     )
     return out
 
@@ -140,7 +153,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _build(config_dir: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", *flags, "-d", str(config_dir / "out")],
-        cwd=config_dir, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""}, timeout=300,
+        cwd=config_dir, env=BUILD_ENV, timeout=300,
         capture_output=True, text=True,
     )
 
@@ -154,6 +167,37 @@ def test_strict_quiet_build_still_fails_on_a_warning(tmp_path: Path) -> None:
     assert _build(tmp_path, "-q").returncode == 0  # not strict: a warning only
     strict = _build(tmp_path, "--strict", "-q")
     assert strict.returncode != 0 and "missing.md" in strict.stdout + strict.stderr
+
+
+def _math_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
+    """A one-page site with our math setup (arithmatex and the KaTeX hook), built strictly."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text(page)
+    hook = (DOCS / "hooks" / "katex.py").as_posix()
+    (tmp_path / "mkdocs.yml").write_text(
+        f"site_name: t\nhooks:\n  - {hook}\nmarkdown_extensions:\n  - toc\n"
+        "  - pymdownx.arithmatex:\n      generic: true\n")
+    return _build(tmp_path, "--strict", "-q")
+
+
+def test_katex_hook_typesets_text_display_math_and_headings(tmp_path: Path) -> None:
+    done = _math_site(tmp_path, "# Home\n\n## Size $N$\n\nInline $a < b$ and\n\n$$\n\\frac{1}{2}\n$$\n")
+    assert done.returncode == 0, done.stderr
+    html = (tmp_path / "out" / "index.html").read_text()
+    article = html[html.find('<h1 id="home">'):]
+    # KaTeX's own markup, with the TeX kept only as the MathML annotation for screen readers:
+    assert article.count('<span class="katex">') == 3 and '<span class="katex-display">' in article
+    assert '<annotation encoding="application/x-tex">a &lt; b</annotation>' in article
+    shown = re.sub(r"<annotation.*?</annotation>", "", html, flags=re.S)
+    assert "\\(" not in shown and "\\[" not in shown and "$" not in shown
+    assert (tmp_path / "out" / "assets" / "katex" / "katex.min.css").is_file()
+    assert any((tmp_path / "out" / "assets" / "katex" / "fonts").glob("KaTeX_Main-Regular.woff2"))
+
+
+def test_katex_hook_fails_the_build_on_math_it_cannot_parse(tmp_path: Path) -> None:
+    done = _math_site(tmp_path, "# Home\n\nBroken: $\\frac{1$.\n")
+    assert done.returncode != 0
+    assert "index.md" in done.stderr and "\\frac{1" in done.stderr and "KaTeX" in done.stderr
 
 
 def _article(page: Path) -> str:
@@ -179,6 +223,185 @@ def test_built_notebook_pages_show_their_figures(site: Path) -> None:
         assert len(sources) == figures
         assert all((page.parent / src).is_file() for src in sources)
         assert (site / "notebooks" / path.name).is_file()  # the downloadable notebook
+
+
+# ---------------------------------------------------------------------------- the site in a browser
+#
+# The pages are loaded over localhost in headless Chromium, as a reader without network would see
+# them: the math must be typeset (KaTeX's or MathJax's output elements), no TeX source may be left
+# in the visible text (the table of contents included), and nothing may be fetched from elsewhere.
+
+# Flags for a machine without network: no background fetches, a fresh profile per page.
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# Control words, math delimiters and dollars: none belongs in the visible text outside code.
+RAW_TEX = re.compile(r"\\[A-Za-z]+|\\[()\[\]]|\$")
+# Math in the Markdown sources: $$…$$ blocks, then $…$ inline, outside code.
+SOURCE_MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$])\$(?!\s)[^$\n]+?(?<!\s)\$", re.S)
+SOURCE_CODE = re.compile(r"^(`{3,}).*?^\1|`[^`\n]+`", re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but there is no `chromium` on PATH (apt-get install -y chromium)")
+        pytest.skip("no `chromium` on PATH: the in-browser docs check needs it (apt-get install -y chromium)")
+    return path
+
+
+class _LoggingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site and records every request with its status (fonts and styles included)."""
+
+    def log_request(self, code: object = "-", size: object = "-") -> None:
+        self.server.requests.append((self.path, int(code)))
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: the log above is enough
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(site: Path) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_LoggingHandler, directory=str(site)))
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", server.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Dom(html.parser.HTMLParser):
+    """What a reader sees of a page: visible text (all of it and the TOC's), typeset formulas, loads."""
+
+    HIDDEN: ClassVar[set[str]] = {
+        "head", "script", "style", "template", "noscript", "annotation", "pre", "code", "textarea",
+    }
+
+    def __init__(self, dom: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.toc: list[str] = []
+        self.formulas = 0  # KaTeX or MathJax output elements inside the article
+        self.toc_formulas = 0
+        self.loads: list[str] = []  # what the page fetches: scripts, styles, images, frames
+        self._hidden = self._article = 0
+        self._navs: list[bool] = []  # open <nav>s: is it the page's table of contents?
+        self.feed(dom)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        if tag in self.HIDDEN:
+            self._hidden += 1
+        if tag == "article":
+            self._article += 1
+        if tag == "nav":
+            self._navs.append("md-nav--secondary" in classes)
+        typeset = "katex" in classes or tag == "mjx-container"
+        self.formulas += typeset and self._article > 0
+        self.toc_formulas += typeset and any(self._navs)
+        if tag in {"script", "img", "iframe"} and attributes.get("src"):
+            self.loads.append(attributes["src"])
+        if tag == "link" and attributes.get("href") and "canonical" not in (attributes.get("rel") or ""):
+            self.loads.append(attributes["href"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN:
+            self._hidden -= 1
+        if tag == "article":
+            self._article -= 1
+        if tag == "nav" and self._navs:
+            self._navs.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._hidden == 0:
+            self.text.append(data)
+            if any(self._navs):
+                self.toc.append(data)
+
+
+def _site_pages(site: Path) -> list[str]:
+    """Every page, as its path under the site root ("" for the home page)."""
+    return sorted(p.parent.relative_to(site).as_posix().removeprefix(".") for p in site.rglob("index.html"))
+
+
+def _load_in_browser(chromium: str, url: str, profile: Path) -> str:
+    """The page's DOM once its scripts ran (Chromium lays it out: the fonts it needs are loaded)."""
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+         "--dump-dom", url],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0 and "</html>" in done.stdout, f"{url}: chromium failed: {done.stderr[-2000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def browsed(chromium: str, site: Path, served: tuple, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base, _ = served
+    profiles = tmp_path_factory.mktemp("chromium")
+    pages = _site_pages(site)
+
+    def load(page: str) -> str:
+        url = base + (page + "/" if page else "")
+        return _load_in_browser(chromium, url, profiles / (page.replace("/", "_") or "home"))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # two cores
+        return {page: _Dom(dom) for page, dom in zip(pages, pool.map(load, pages))}
+
+
+def _source_formulas() -> dict[str, int]:
+    """Formulas per page, counted in the Markdown sources and the notebooks' Markdown cells."""
+    sources = {str(p.relative_to(DOCS).with_suffix("")): p.read_text()
+               for p in DOCS.rglob("*.md") if "hooks" not in p.parts}
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        cells = nbformat.read(path, as_version=4).cells
+        sources[f"notebooks/{path.stem}"] = "\n\n".join(c.source for c in cells if c.cell_type == "markdown")
+    counts = {page.removesuffix("index").rstrip("/"): len(SOURCE_MATH.findall(SOURCE_CODE.sub("", text)))
+              for page, text in sources.items()}
+    return {page: n for page, n in counts.items() if n}
+
+
+def test_browser_shows_no_raw_tex_on_any_page(browsed: dict) -> None:
+    raw = {page: RAW_TEX.findall("".join(dom.text)) for page, dom in browsed.items()}
+    raw = {page: found for page, found in raw.items() if found}
+    assert len(browsed) >= 20
+    assert not raw, "raw TeX in the visible text: " + "; ".join(
+        f"{page or 'home'}: {len(found)} ({' '.join(found[:6])} …)" for page, found in raw.items())
+
+
+def test_browser_toc_shows_typeset_math(browsed: dict) -> None:
+    raw = {page: RAW_TEX.findall("".join(dom.toc)) for page, dom in browsed.items()}
+    assert not {page: found for page, found in raw.items() if found}, f"raw TeX in the TOC: {raw}"
+    # The notebooks put math in headings ("The bounds as $K$ grows"): their TOC entries are typeset.
+    assert browsed["notebooks/augmentation_gaps"].toc_formulas > 0
+    assert browsed["notebooks/convolutions"].toc_formulas > 0
+
+
+def test_browser_typesets_every_formula_of_the_sources(browsed: dict) -> None:
+    expected = _source_formulas()
+    assert sum(expected.values()) > 300 and "concepts/layers" in expected
+    typeset = {page: browsed[page].formulas for page in expected}
+    assert typeset == expected, "formulas typeset in the browser (left) vs in the Markdown sources (right)"
+
+
+def test_browser_loads_only_local_files_and_the_math_fonts(browsed: dict, served: tuple) -> None:
+    remote = {page: [u for u in dom.loads if re.match(r"(https?:)?//", u) and "127.0.0.1" not in u]
+              for page, dom in browsed.items()}
+    assert not {page: urls for page, urls in remote.items() if urls}, f"fetched from elsewhere: {remote}"
+    _, requests = served
+    failed = sorted({(path, code) for path, code in requests if code >= 400})
+    assert not failed, f"requests that failed: {failed}"
+    fetched = {path for path, code in requests if code == 200}
+    assert any(re.search(r"katex[^/]*\.css$", path) for path in fetched), "KaTeX's style sheet was not loaded"
+    assert any(re.search(r"/KaTeX_[\w-]+\.woff2$", path) for path in fetched), "no KaTeX font was loaded"
 
 
 # ---------------------------------------------------------------------------- runnable pages
