@@ -16,7 +16,9 @@ STAMP := $(VENV)/.installed
 # the version docs/hooks/package-lock.json pins; npm writes this file last.
 KATEX := docs/hooks/node_modules/.package-lock.json
 
-.PHONY: demo test lint unit notebooks docs bench setup clean
+PACKAGE_DIR := build/package-check
+
+.PHONY: demo test lint unit notebooks docs bench setup clean package
 
 setup: $(STAMP) $(KATEX)
 
@@ -38,7 +40,7 @@ demo: $(STAMP)
 	$(VENV)/bin/survae-flowify train --preset demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check survae_flowify tests benchmarks
+	$(PY) -m ruff check survae_flowify tests benchmarks docs/hooks .ci
 
 unit: $(STAMP) $(KATEX)
 	$(PY) -m pytest -q
@@ -51,8 +53,20 @@ docs: $(STAMP) $(KATEX)
 
 test: lint unit notebooks docs
 
+# The wheel as a user gets it: built, installed (not editable) into a fresh environment beside the
+# CPU torch, checked for its licence, typing marker and version, and its command run from there.
+package: $(PY)
+	rm -rf $(PACKAGE_DIR)
+	$(PIP) wheel -q --no-deps -w $(PACKAGE_DIR)/dist .
+	$(PYTHON) -m venv $(PACKAGE_DIR)/venv
+	$(PACKAGE_DIR)/venv/bin/python -m pip install -q --upgrade pip
+	$(PACKAGE_DIR)/venv/bin/python -m pip install -q "$(TORCH_CPU_SPEC)"
+	$(PACKAGE_DIR)/venv/bin/python -m pip install -q $(PACKAGE_DIR)/dist/survae_flowify-*.whl
+	cd $(PACKAGE_DIR) && venv/bin/python $(CURDIR)/.ci/check_install.py
+	cd $(PACKAGE_DIR) && venv/bin/survae-flowify list
+
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .ruff_cache .hypothesis docs/hooks/node_modules
+	rm -rf $(VENV) site .pytest_cache .ruff_cache .hypothesis docs/hooks/node_modules $(PACKAGE_DIR)
