@@ -13,6 +13,7 @@ import functools
 import html.parser
 import http.server
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -211,6 +212,15 @@ def test_built_pages_have_no_unrendered_math_or_lists(site: Path) -> None:
         body = _article(page)
         assert "$$" not in body, f"{page.relative_to(site)}: a $$ block was not rendered (blank lines?)"
         assert not re.search(r"(<p>|\n)\s*\* ", body), f"{page.relative_to(site)}: a list was not rendered"
+
+
+def test_search_index_reads_each_formula_once(site: Path) -> None:
+    """Search takes the formula's visible text once (not again from its MathML and TeX annotation)."""
+    index = json.loads((site / "search" / "search_index.json").read_text())
+    titles = {entry["title"] for entry in index["docs"]}
+    assert {"3. The bounds as K grows", "2. Unfold and the multiplicities N"} <= titles
+    layers = next(e["text"] for e in index["docs"] if e["location"] == "concepts/layers/")
+    assert "contribution V(x,z), with" in layers and "\\mathcal" not in layers
 
 
 def test_built_notebook_pages_show_their_figures(site: Path) -> None:

@@ -106,7 +106,11 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
     in_titles = [match for entry in titled for match in _IN_TITLE.finditer(entry.title)]
     formulas = [_unwrap(m.group(2)) for m in marked]
     formulas += [(html.unescape(m.group(1) or m.group(2)), m.group(2) is not None) for m in in_titles]
-    rendered = iter(render(formulas, page.file.src_uri))
+    # The search index takes one copy of each formula's text, the visible one: without this it also
+    # took the MathML's and its TeX annotation's ("as KKK grows").
+    mathml = '<span class="katex-mathml">'
+    rendered = iter(markup.replace(mathml, mathml[:-1] + " data-search-exclude>")
+                    for markup in render(formulas, page.file.src_uri))
 
     def typeset(match: re.Match) -> str:
         return f'<{match.group(1)} class="arithmatex">{next(rendered)}</{match.group(1)}>'
