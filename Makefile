@@ -49,7 +49,7 @@ notebooks: $(STAMP)
 	$(PY) -m pytest --nbmake -q notebooks
 
 docs: $(STAMP) $(KATEX)
-	$(VENV)/bin/mkdocs build --strict -q
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
 test: lint unit notebooks docs
 
