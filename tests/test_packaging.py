@@ -6,7 +6,9 @@ environment and runs ``survae-flowify list`` from there.
 
 from __future__ import annotations
 
+import configparser
 import email.parser
+import importlib
 import re
 import shutil
 import subprocess
@@ -77,4 +79,7 @@ def test_version_is_defined_once(wheel: zipfile.ZipFile, tmp_path: Path) -> None
 def test_wheel_holds_the_package_and_its_command(wheel: zipfile.ZipFile) -> None:
     names = wheel.namelist()
     assert "survae_flowify/__init__.py" in names and not any(n.startswith("tests/") for n in names)
-    assert "survae-flowify = survae_flowify.cli:main" in _dist_info(wheel, "/entry_points.txt")
+    entry_points = configparser.ConfigParser()
+    entry_points.read_string(_dist_info(wheel, "/entry_points.txt"))
+    module, _, function = entry_points["console_scripts"]["survae-flowify"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
