@@ -34,7 +34,11 @@ T = TypeVar("T")
 
 
 def compiling() -> bool:
-    """Whether ``torch.compile``/``torch.export`` is tracing the current call."""
+    """Whether ``torch.compile``/``torch.export`` is tracing the current call.
+
+    ``torch.compiler.is_compiling`` is new in torch 2.3, the floor declared in ``pyproject.toml``;
+    this is the one place that calls it.
+    """
     return torch.compiler.is_compiling()
 
 
