@@ -9,15 +9,16 @@ spline tables), used by :class:`~survae_flowify.layers.rotations.Rotation`, the 
 
 **Keyed on content.** An entry keeps a copy of every tensor it was derived from and an ``extra``
 key (the attributes it depends on, e.g. a spline's ``tail_bound``, the output dtype). It is reused
-only when every input has the same dtype, device, shape and *values* (``torch.equal``) and the
-extra key is equal. Version counters and data pointers are not enough: edits through ``p.data``
+only when every input has the same dtype, device, shape and *values* and the extra key is
+equal. Version counters and data pointers are not enough: edits through ``p.data``
 (a hand-written EMA, clipping, ``p.data.copy_``) bypass the version counter, and new storage
 after ``.to()`` may reuse a freed address. Comparing values costs one read of the inputs per call
 (for FMLP-MNIST about 1.3 M numbers, a small fraction of one batch's products) and catches every
 edit; rebuilding costs ``O(n³)`` per rotation.
 
-Entries are dropped on ``train()``/``eval()`` and on ``.to()``/``.double()``/... (no tensors of an
-old device or dtype stay alive), and never pickled.
+On a GPU the comparison is one device reduction and one host sync per entry (one per layer
+call), not one per tensor. Entries are dropped on ``train()``/``eval()`` and on
+``.to()``/``.double()``/... (no tensors of an old device or dtype stay alive), and never pickled.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ParameterCache", "compiling", "gradient_needed"]
+__all__ = ["ParameterCache", "compiling", "gradient_needed", "values_equal"]
 
 T = TypeVar("T")
 
@@ -53,13 +55,36 @@ class _Entry(NamedTuple):
     value: Any
 
 
+def _equal_on_cpu(old: Tensor, new: Tensor) -> bool:
+    # numpy's comparison is ~5× faster than torch.equal on one CPU thread (0.08 vs 0.4 ms for a
+    # 784 × 784 float32 matrix, measured); torch.equal for dtypes numpy lacks (bfloat16).
+    try:
+        return bool(np.array_equal(old.numpy(), new.detach().numpy()))
+    except TypeError:
+        return torch.equal(old, new)
+
+
+def values_equal(pairs: Sequence[tuple[Tensor, Tensor]], *, one_sync: bool) -> bool:
+    """Whether every pair holds equal values (same dtype, device and shape assumed; NaN is never
+    equal, so a NaN parameter rebuilds every time rather than risk a stale value).
+
+    On the CPU the pairs are compared one by one, stopping at the first difference. A GPU
+    comparison is a host sync: with ``one_sync`` the pairs are reduced on the device and read
+    back once.
+    """
+    if not one_sync:
+        return all(_equal_on_cpu(old, new) for old, new in pairs)
+    return bool(torch.stack([(old == new).all() for old, new in pairs]).all())
+
+
 def _same(entry: _Entry, inputs: Sequence[Tensor], extra: Hashable) -> bool:
     if entry.extra != extra or len(entry.inputs) != len(inputs):
         return False
     for old, new in zip(entry.inputs, inputs):
         if old.dtype != new.dtype or old.device != new.device or old.shape != new.shape:
             return False
-    return all(torch.equal(old, new) for old, new in zip(entry.inputs, inputs))
+    on_cpu = all(t.device.type == "cpu" for t in inputs)
+    return values_equal(list(zip(entry.inputs, inputs)), one_sync=not on_cpu)
 
 
 class ParameterCache(nn.Module):
@@ -98,3 +123,7 @@ class ParameterCache(nn.Module):
         state = super().__getstate__()
         state.pop("_derived_cache", None)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.pop("_cache", None)  # the cache attribute of modules pickled by older versions
+        super().__setstate__(state)

@@ -69,8 +69,10 @@ class SvdLinear(Linear):
     def _eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...] | None:
         """Dense matrices for the eval fast path (cached), or ``None`` while training or when a
         gradient must reach the parameters: then the rotations are applied directly."""
+        if self.training:
+            return None
         inputs = (self.U.weight, self.U.signs, self.V.weight, self.V.signs, self.log_sigma)
-        if self.training or gradient_needed(inputs):
+        if gradient_needed(inputs):
             return None
         return self._derived("eval_mats", inputs, lambda: self._build_eval_mats(dtype),
                              extra=(dtype, self.U.kind, self.V.kind))

@@ -77,7 +77,6 @@ class RqSpline(ParameterCache, Bijection):
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("backend", "fast")  # modules pickled before the fast kernel existed
-        state.pop("_cache", None)  # the cache of older versions
         super().__setstate__(state)
 
     def _spline_parameters(self) -> tuple[Tensor, Tensor, Tensor]:

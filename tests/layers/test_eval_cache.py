@@ -216,3 +216,21 @@ def test_dtype_round_trip_with_an_edit_in_between() -> None:
         z_ref, c_ref = _uncached(layer, x)
         torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4, msg=name)
         torch.testing.assert_close(c, c_ref, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_the_one_sync_comparison_agrees_with_torch_equal() -> None:
+    """The device-side reduction used off the CPU gives torch.equal's answer (checked on the CPU)."""
+    from survae_flowify._cache import values_equal
+
+    a = torch.randn(5, 5)
+    for b, want in ((a.clone(), True), (a + 1e-7, False), (torch.where(a > 0, a, a * 2), False)):
+        for one_sync in (False, True):
+            assert values_equal([(a, a.clone()), (a, b)], one_sync=one_sync) is want
+    nan = torch.tensor([float("nan")])
+    for one_sync in (False, True):
+        assert values_equal([(nan, nan.clone())], one_sync=one_sync) is False  # rebuilt, never reused
+    half = a.to(torch.bfloat16)  # a dtype numpy lacks
+    assert values_equal([(half, half.clone())], one_sync=False) is True
+    assert values_equal([(half, half + 1)], one_sync=False) is False
+    grad = a.clone().requires_grad_()
+    assert values_equal([(a, grad)], one_sync=False) is True
