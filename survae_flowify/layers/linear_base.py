@@ -10,7 +10,7 @@ imports one-way (this module imports neither).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -18,15 +18,18 @@ from torch import Tensor, nn
 from survae_flowify import _checks
 from survae_flowify._cache import ParameterCache
 from survae_flowify.algebra.transform import Shape, Transform
+from survae_flowify.distributions.conditional import InverseDensityKind
+from survae_flowify.distributions.noise import NoiseKind
+from survae_flowify.layers.rotations import RotationKind
 
 __all__ = ["INVERSE_DENSITIES", "Linear", "NOISES", "PARAMETRIZATIONS", "ROTATIONS", "register"]
 
 Parametrization = Literal["svd", "gram"]
 Regime = Literal["square", "reducing", "increasing"]
-PARAMETRIZATIONS = ("svd", "gram")
-INVERSE_DENSITIES = ("normal", "diagonal", "conditional")
-NOISES = ("normal", "uniform")
-ROTATIONS = ("householder", "cayley", "exp")
+PARAMETRIZATIONS: tuple[str, ...] = get_args(Parametrization)
+INVERSE_DENSITIES: tuple[str, ...] = get_args(InverseDensityKind)
+NOISES: tuple[str, ...] = get_args(NoiseKind)
+ROTATIONS: tuple[str, ...] = get_args(RotationKind)
 DEFAULT_HIDDEN = 64  # width of the conditional inverse density's network (as ConditionalNormal)
 
 _REGISTRY: dict[tuple[str, str], type[Linear]] = {}
@@ -99,9 +102,9 @@ class Linear(ParameterCache, Transform):
         out_features: int,
         *,
         bias: bool = True,
-        inverse_density: str = "normal",
-        noise: str = "normal",
-        rotation: str = "householder",
+        inverse_density: InverseDensityKind = "normal",
+        noise: NoiseKind = "normal",
+        rotation: RotationKind = "householder",
         parametrization: Parametrization = "svd",
         hidden: int = DEFAULT_HIDDEN,
     ) -> None:
