@@ -31,7 +31,7 @@ from survae_flowify.algebra.transform import (
 )
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
 from survae_flowify.distributions.noise import NoiseKind
-from survae_flowify.layers.linear import Linear
+from survae_flowify.layers.linear import Linear, SvdLinear
 from survae_flowify.layers.pad import Pad, _image_size, check_kernel_stride
 from survae_flowify.layers.rotations import RotationKind
 from survae_flowify.layers.unfold import Unfold
@@ -119,6 +119,9 @@ class PatchLinear(Transform):
 
     def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int) -> None:
         """Use ``linear`` for the patches; build the map density of the dropped coordinates."""
+        if not isinstance(linear, SvdLinear):  # forward_parts needs the SVD basis of what is dropped
+            raise TypeError(f"{type(self).__name__}: needs a Linear with parametrization='svd', got "
+                            f"{type(linear).__name__}")
         if _regime(linear.in_features, linear.out_features) is not type(self):
             raise ValueError(
                 f"{type(self).__name__}: a Linear({linear.in_features}, {linear.out_features}) "

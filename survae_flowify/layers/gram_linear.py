@@ -1,22 +1,27 @@
-r"""The flowified Linear without rotations: a dense ``W`` and its Gram matrix (``parametrization="gram"``).
+r"""The flowified Linear without rotations: a dense ``W`` (``parametrization="gram"``).
 
 For standard-normal inverse densities and normal augmenting noise the likelihood of the SVD layer
 ``W = U Σ Vᵀ`` depends on ``U``, ``Σ``, ``V`` only through ``W``, so ``W`` can be a plain dense
-parameter and the contribution is computed from the Cholesky factor ``L`` of its Gram matrix.
-The cost per step is ``O(in·out·min(in, out))`` once plus ``O(N·in·out)`` per batch, instead of the
-``O(N·n²)`` of applying full rotations.
+parameter. Everything is computed from a thin QR factorisation of ``W`` (or ``Wᵀ``), which is
+backward stable: forming the Gram matrix ``W Wᵀ`` and its Cholesky factor would square the
+condition number and fail in float32 for nearly dependent rows. The cost per step is
+``O(in·out·min(in, out))`` once plus ``O(N·in·out)`` per batch, instead of the ``O(N·n²)`` of
+applying full rotations.
 
-* reducing (``in > out``): ``G = W Wᵀ = L Lᵀ``; ``Σ log σ = Σ log L_ii`` and, with ``y = Vᵀx``,
-  ``‖y_drop‖² = ‖x‖² − ‖y_keep‖² = ‖x‖² − ‖L⁻¹ W x‖²`` (``y_keep = Σ⁻¹Uᵀ W x``), so
-  ``V = Σ log L_ii − ½‖y_drop‖² − ½(in − out) log 2π`` — the SVD layer's value exactly. The inverse is
-  ``x = W⁺(z − b) + (I − W⁺W) ε``, ``ε ~ N(0, I)``: a standard normal on the null space of ``W``.
+* reducing (``in > out``): ``Wᵀ = Q R`` (``Q`` of shape ``(in, out)``, orthonormal columns
+  spanning the row space of ``W``); ``Σ log σ = Σ log |R_ii|`` and, with ``y = Vᵀx``,
+  ``‖y_drop‖² = ‖x‖² − ‖Qᵀx‖²``, so ``V = Σ log |R_ii| − ½‖y_drop‖² − ½(in − out) log 2π`` — the
+  SVD layer's value exactly. The inverse is ``x = Q R^{-T}(z − b) + (I − Q Qᵀ) ε``,
+  ``ε ~ N(0, I)``: ``W⁺(z − b)`` plus a standard normal on the null space of ``W``.
 * square: ``V = log|det W|``; inverse by a linear solve.
-* increasing (``in < out``): ``G = WᵀW``; noise ``g ~ N(0, s² I)`` projected onto the orthogonal
-  complement of the range of ``W``, ``w = (I − W G⁻¹ Wᵀ) g``, ``z = W x + w + b``;
-  ``V = Σ log L_ii + ‖w‖²/(2s²) + (out − in)(log s + ½ log 2π)``. Inverse: ``x = G⁻¹Wᵀ(z − b)``.
+* increasing (``in < out``): ``W = Q R`` (``Q`` of shape ``(out, in)``); noise ``g ~ N(0, s² I)``
+  projected onto the orthogonal complement of the range of ``W``, ``w = (I − Q Qᵀ) g``,
+  ``z = W x + w + b``; ``V = Σ log |R_ii| + ‖w‖²/(2s²) + (out − in)(log s + ½ log 2π)``.
+  Inverse: ``x = R^{-1} Qᵀ (z − b)``.
 
-The dropped coordinates have no basis here, so :meth:`forward_parts` (used by ``PatchLinear``)
-is not available; use the SVD parametrization inside convolutions.
+The dropped coordinates and the noise have no basis here, so these layers are not
+:class:`~survae_flowify.layers.linear.SvdLinear` and offer no ``forward_parts``/``inverse_parts``:
+convolutions (``PatchLinear``) need the SVD parametrization.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 
 from survae_flowify import _state
 from survae_flowify.algebra.transform import Bijection, GenerativeSurjection, InferenceSurjection
-from survae_flowify.layers.linear import Linear
+from survae_flowify.layers.linear_base import Linear, register
 
 __all__ = ["GramIncreasingLinear", "GramLinear", "GramReducingLinear", "GramSquareLinear"]
 
@@ -38,23 +43,23 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 class GramLinear(Linear):
     """Shared state of the Gram-parametrised regimes: a dense weight and bias."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
-                 inverse_density: str = "normal", noise: str = "normal", **_: object) -> None:
-        nn.Module.__init__(self)
-        if inverse_density != "normal" or noise != "normal":
+    parametrization = "gram"
+
+    def __init__(self, in_features: int, out_features: int, **options: object) -> None:
+        options = {"parametrization": "gram", **options}
+        super().__init__(in_features, out_features, **options)  # type: ignore[arg-type]
+        if self.inverse_density_kind != "normal" or self.noise_kind != "normal":
             raise ValueError(
                 "Linear(parametrization='gram') supports inverse_density='normal' and "
-                f"noise='normal' only (got {inverse_density!r}, {noise!r}); use the SVD "
-                "parametrization for learned or conditional densities and uniform noise"
+                f"noise='normal' only (got {self.inverse_density_kind!r}, {self.noise_kind!r}); use "
+                "the SVD parametrization for learned or conditional densities and uniform noise"
             )
-        self.in_features, self.out_features = in_features, out_features
-        self.rank = min(in_features, out_features)
-        w = torch.empty(out_features, in_features)
+        w = torch.empty(self.out_features, self.in_features)
         nn.init.orthogonal_(w)  # singular values 1, as the SVD layer starts
         self.weight_param = nn.Parameter(w)
-        self.bias_param = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.noise_log_scale = nn.Parameter(torch.zeros(())) if in_features < out_features else None
-        self._cache = None
+        self._register_bias()
+        self.noise_log_scale = (nn.Parameter(torch.zeros(())) if self.in_features < self.out_features
+                                else None)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -67,21 +72,30 @@ class GramLinear(Linear):
     def _w(self, like: Tensor) -> Tensor:
         return self.weight_param.to(like.dtype)
 
-    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        raise ValueError(
-            "Linear(parametrization='gram') has no basis for dropped coordinates or noise, so "
-            "forward_parts is unavailable; use parametrization='svd' (e.g. inside Conv2d)"
-        )
-
-    @classmethod
-    def _copy_from(cls, layer: GramLinear, linear: nn.Linear) -> GramLinear:
+    def _fit(self, weight: Tensor) -> None:
+        s = torch.linalg.svdvals(weight)
+        if s.min() <= 1e-12 * max(1.0, s.max().item()):
+            raise ValueError(
+                f"Linear.from_linear: the weight ({self.out_features}, {self.in_features}) is "
+                f"rank-deficient (smallest singular value {s.min().item():.3g}); a flowified layer "
+                "needs full rank"
+            )
         with torch.no_grad():
-            layer.weight_param.copy_(linear.weight.detach().to(layer.weight_param))
-            if linear.bias is not None:
-                layer.bias_param.copy_(linear.bias.detach().to(layer.bias_param))
-        return layer
+            self.weight_param.copy_(weight.to(self.weight_param))
+
+    def _factor(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Thin QR ``(Q, R)`` of ``Wᵀ`` (reducing) or ``W`` (increasing), cached in eval mode."""
+        def build() -> tuple[Tensor, Tensor]:
+            w = self.weight_param.to(dtype)
+            return torch.linalg.qr(w.T if self.in_features > self.out_features else w)
+        return self._derived("qr", (self.weight_param,), build, extra=dtype)
+
+    def _singular(self, what: str) -> ValueError:
+        return ValueError(f"{type(self).__name__}: the weight is singular (rank below "
+                          f"{self.rank}), so {what} is undefined")
 
 
+@register("gram", "square")
 class GramSquareLinear(GramLinear, Bijection):
     """``z = W x + b``, contribution ``log|det W|``."""
 
@@ -90,63 +104,62 @@ class GramSquareLinear(GramLinear, Bijection):
         return x @ w.T + self._b(x), torch.linalg.slogdet(w)[1].expand(x.shape[0])
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        return torch.linalg.solve(self._w(z), (z - self._b(z)).T).T
+        try:
+            return torch.linalg.solve(self._w(z), (z - self._b(z)).T).T
+        except torch.linalg.LinAlgError:
+            raise self._singular("the inverse") from None
 
 
+@register("gram", "reducing")
 class GramReducingLinear(GramLinear, InferenceSurjection):
     """``z = W x + b`` with a standard-normal density on the null space of ``W`` (exact)."""
 
-    def _build_eval_mats(self) -> tuple[Tensor, ...]:
-        w = self.weight_param.detach()
-        chol = torch.linalg.cholesky(w @ w.T)
-        whitened = torch.linalg.solve_triangular(chol, w, upper=False)  # L⁻¹W
-        return torch.cat([w, whitened], 0), torch.log(chol.diagonal()).sum()
+    def _mats(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``([W; Qᵀ], Σ log|R_ii|)``: one product gives ``W x`` and ``Qᵀ x``; cached in eval."""
+        def build() -> tuple[Tensor, Tensor]:
+            q, r = self._factor(dtype)
+            return torch.cat([self.weight_param.to(dtype), q.T], 0), r.diagonal().abs().log().sum()
+        return self._derived("mats", (self.weight_param,), build, extra=dtype)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mats = self._eval_mats(x.dtype)
-        if mats is not None:  # eval: one product gives W x and L⁻¹W x
-            both = x @ mats[0].T
-            wx, keep_sq = both[:, : self.out_features], both[:, self.out_features:].square().sum(1)
-            log_det = mats[1]
-        else:
-            w = self._w(x)
-            chol = torch.linalg.cholesky(w @ w.T)
-            wx = x @ w.T
-            keep = torch.linalg.solve_triangular(chol, wx.T, upper=False)  # (out, N): ‖y_keep‖
-            keep_sq = keep.square().sum(0)
-            log_det = torch.log(chol.diagonal()).sum()
+        stacked, log_det = self._mats(x.dtype)
+        both = x @ stacked.T
+        wx, keep_sq = both[:, : self.out_features], both[:, self.out_features:].square().sum(1)
         drop_sq = (x.square().sum(1) - keep_sq).clamp_min(0)
         m = self.in_features - self.out_features
         return wx + self._b(x), log_det - 0.5 * drop_sq - m * _HALF_LOG_2PI
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        w = self._w(z)
-        chol = torch.linalg.cholesky(w @ w.T)
-        x = torch.cholesky_solve((z - self._b(z)).T, chol).T @ w  # W⁺(z − b)
+        q, r = self._factor(z.dtype)
+        if not bool(r.diagonal().abs().min() > 0):
+            raise self._singular("the right inverse")
+        x = torch.linalg.solve_triangular(r, z - self._b(z), upper=True, left=False) @ q.T  # W⁺(z − b)
         if mean:
             return x
         eps = torch.randn(z.shape[0], self.in_features, dtype=z.dtype, device=z.device)
-        return x + eps - torch.cholesky_solve((eps @ w.T).T, chol).T @ w
+        return x + eps - (eps @ q) @ q.T
 
 
+@register("gram", "increasing")
 class GramIncreasingLinear(GramLinear, GenerativeSurjection):
     """``z = W x + w + b`` with normal noise ``w`` orthogonal to the range of ``W`` (bound)."""
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        w = self._w(x)
-        chol = torch.linalg.cholesky(w.T @ w)
-        log_det = torch.log(chol.diagonal()).sum()
-        z = x @ w.T + self._b(x)
+        q, r = self._factor(x.dtype)
+        log_det = r.diagonal().abs().log().sum()
+        z = x @ self._w(x).T + self._b(x)
         if not _state.noise_enabled():
             return z, log_det.expand(x.shape[0])
         log_s = self.noise_log_scale.to(x.dtype)
         g = torch.randn(x.shape[0], self.out_features, dtype=x.dtype, device=x.device) * log_s.exp()
-        noise = g - torch.cholesky_solve((g @ w).T, chol).T @ w.T
+        noise = g - (g @ q) @ q.T
         m = self.out_features - self.in_features
         log_q = -0.5 * noise.square().sum(1) * torch.exp(-2 * log_s) - m * (log_s + _HALF_LOG_2PI)
         return z + noise, log_det - log_q
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        w = self._w(z)
-        chol = torch.linalg.cholesky(w.T @ w)
-        return torch.cholesky_solve(((z - self._b(z)) @ w).T, chol).T
+        q, r = self._factor(z.dtype)
+        if not bool(r.diagonal().abs().min() > 0):
+            raise self._singular("the left inverse")
+        y = (z - self._b(z)) @ q  # Qᵀ(z − b), rows
+        return torch.linalg.solve_triangular(r, y.T, upper=True).T

@@ -11,148 +11,73 @@ r"""The flowified linear layer (paper §3.1): ``W = U Σ Vᵀ`` in three regimes
   from ``q`` (normal by default, appendix B; or uniform), ``z = U (y, u) + b``, contribution
   ``Σ log σ − log q(u)``. The inverse drops ``u``: ``x = V Σ⁻¹ [Uᵀ(z − b)]_{:in}``.
 
-``Linear(in, out)`` returns the subclass for its regime, so ``isinstance`` tells the kind.
+``Linear(in, out)`` returns the subclass for its regime, so ``isinstance`` tells the kind; all
+share :class:`SvdLinear` (and, with the Gram layers, :class:`~survae_flowify.layers.linear_base.Linear`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
-from survae_flowify.algebra.transform import (
-    Bijection,
-    GenerativeSurjection,
-    InferenceSurjection,
-    Shape,
-    Transform,
-)
-from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
-from survae_flowify.distributions.noise import Noise, NoiseKind
-from survae_flowify.layers._cache import EvalCache
-from survae_flowify.layers.rotations import Rotation, RotationKind, _compiling
+from survae_flowify._cache import gradient_needed
+from survae_flowify.algebra.transform import Bijection, GenerativeSurjection, InferenceSurjection
+from survae_flowify.distributions.conditional import make_inverse_density
+from survae_flowify.distributions.noise import Noise
+from survae_flowify.layers import gram_linear  # noqa: F401  (registers parametrization="gram")
+from survae_flowify.layers.linear_base import Linear, register
+from survae_flowify.layers.rotations import Rotation
 
-__all__ = ["IncreasingLinear", "Linear", "ReducingLinear", "SquareLinear"]
+__all__ = ["IncreasingLinear", "Linear", "ReducingLinear", "SquareLinear", "SvdLinear"]
 
 _MIN_SINGULAR_VALUE = 1e-12
 
 
-def _features(args: tuple, kwargs: dict) -> tuple[int, int]:
-    names = ("in_features", "out_features")
-    values = list(args[:2]) + [kwargs[n] for n in names[len(args[:2]):] if n in kwargs]
-    if len(values) != 2 or not all(isinstance(v, int) and v > 0 for v in values):
-        raise ValueError(f"Linear: in_features and out_features must be positive ints, got {values}")
-    return values[0], values[1]
+class SvdLinear(Linear):
+    """``W = U Σ Vᵀ`` with rotations ``U``, ``V`` and ``σ = exp(log σ)``; see the module docstring.
 
-
-class Linear(EvalCache, Transform):
-    """Flowified ``nn.Linear(in_features, out_features)``; see the module docstring for the math.
-
-    Args:
-        in_features, out_features: sizes; input ``(B, in_features)``, output ``(B, out_features)``.
-        bias: learn ``b`` (else ``b = 0``).
-        inverse_density: for ``in > out``, the density of the dropped coordinates: ``"normal"``,
-            ``"diagonal"`` (learned) or ``"conditional"`` (mean and scale predicted from ``z``).
-        noise: for ``in < out``, the augmenting noise: ``"normal"`` or ``"uniform"``, learned scale.
-        rotation: parametrisation of ``U`` and ``V``: ``"householder"`` (fast default),
-            ``"cayley"`` or ``"exp"`` (the paper's Lie-algebra map, appendix G).
-        parametrization: ``"svd"`` (default) or ``"gram"``: no rotations at all, a dense ``W``
-            whose Gram matrix gives the same likelihood when the inverse density and the noise
-            are standard normal (:mod:`survae_flowify.layers.gram_linear`); fastest for wide layers.
-
-    ``layer.weight`` (``(out, in)``) and ``layer.bias`` are the equivalent dense layer: under
-    :func:`survae_flowify.noise_off` the forward output is ``F.linear(x, weight, bias)``. In eval
-    mode the dense matrices are computed once and reused until a parameter changes.
-
-    Low-level parts, for layers that apply the kernel to many patches (``Conv2d``):
-    :meth:`forward_parts` and :meth:`inverse_parts`.
+    In eval mode the dense matrices are computed once and reused while the parameters are
+    unchanged (:mod:`survae_flowify._cache`). Low-level parts, for layers that apply the kernel
+    to many patches (``Conv2d``): :meth:`forward_parts` and :meth:`inverse_parts`.
     """
 
-    def __new__(cls, *args: object, **kwargs: object) -> Linear:
-        if cls is Linear:
-            fin, fout = _features(args, kwargs)
-            parametrization = kwargs.get("parametrization", "svd")
-            if parametrization == "gram":
-                from survae_flowify.layers import gram_linear as g
+    parametrization = "svd"
 
-                cls = (g.GramSquareLinear if fin == fout else g.GramReducingLinear if fin > fout
-                       else g.GramIncreasingLinear)
-            elif parametrization == "svd":
-                cls = SquareLinear if fin == fout else ReducingLinear if fin > fout else IncreasingLinear
-            else:
-                raise ValueError(f"Linear: parametrization must be 'svd' or 'gram', got {parametrization!r}")
-        return super().__new__(cls)
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        bias: bool = True,
-        inverse_density: InverseDensityKind = "normal",
-        noise: NoiseKind = "normal",
-        rotation: RotationKind = "householder",
-        parametrization: Literal["svd", "gram"] = "svd",
-    ) -> None:
-        super().__init__()
-        _features((in_features, out_features), {})
-        self.in_features, self.out_features = in_features, out_features
-        self.rank = min(in_features, out_features)
-        self.U = Rotation(out_features, rotation)
-        self.V = Rotation(in_features, rotation)
+    def __init__(self, in_features: int, out_features: int, **options: object) -> None:
+        super().__init__(in_features, out_features, **options)  # type: ignore[arg-type]
+        self.U = Rotation(self.out_features, self.rotation_kind)  # type: ignore[arg-type]
+        self.V = Rotation(self.in_features, self.rotation_kind)  # type: ignore[arg-type]
         self.log_sigma = nn.Parameter(torch.zeros(self.rank))
-        self.bias_param = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self._init_regime(inverse_density=inverse_density, noise=noise)
-        self._cache: tuple[tuple, tuple[Tensor, ...]] | None = None
+        self._register_bias()
+        self._init_regime()
 
-    def _init_regime(self, *, inverse_density: str, noise: str) -> None:
+    def _init_regime(self) -> None:
         pass
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"rotation={self.U.kind!r}")
 
-    @property
-    def in_shape(self) -> Shape:
-        return (self.in_features,)
-
-    @property
-    def out_shape(self) -> Shape:
-        return (self.out_features,)
-
     # ----------------------------------------------------------------- the dense equivalent
-    def _dense(self) -> tuple[Tensor, Tensor]:
-        """``(U, V)`` matrices; cached in eval mode (no grad) until a parameter changes."""
-        return self.U.matrix(), self.V.matrix()
-
     @property
     def weight(self) -> Tensor:
         """The equivalent dense weight ``U[:, :r] Σ V[:, :r]ᵀ``, shape ``(out, in)``."""
-        u, v = self._dense()
+        u, v = self.U.matrix(), self.V.matrix()
         r = self.rank
         return (u[:, :r] * torch.exp(self.log_sigma)) @ v[:, :r].T
 
-    @property
-    def bias(self) -> Tensor | None:
-        return self.bias_param
-
-    def _b(self, like: Tensor) -> Tensor | float:
-        return 0.0 if self.bias_param is None else self.bias_param.to(like.dtype)
-
     def _eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...] | None:
-        """Dense matrices for the eval fast path, or ``None`` while training / under grad."""
-        if self.training or torch.is_grad_enabled():
+        """Dense matrices for the eval fast path (cached), or ``None`` while training or when a
+        gradient must reach the parameters: then the rotations are applied directly."""
+        if self.training:
             return None
-        if _compiling():  # a traced graph computes the matrices itself; the cache check would break it
-            return tuple(m.to(dtype) for m in self._build_eval_mats())
-        key = (*((t.data_ptr(), t._version, t.dtype) for t in (*self.parameters(), *self.buffers())),
-               dtype)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, tuple(m.to(dtype) for m in self._build_eval_mats()))
-        return self._cache[1]
+        inputs = (self.U.weight, self.U.signs, self.V.weight, self.V.signs, self.log_sigma)
+        if gradient_needed(inputs):
+            return None
+        return self._derived("eval_mats", inputs, lambda: self._build_eval_mats(dtype),
+                             extra=(dtype, self.U.kind, self.V.kind))
 
-    def _build_eval_mats(self) -> tuple[Tensor, ...]:
+    def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
     # ----------------------------------------------------------------- low-level parts
@@ -175,45 +100,28 @@ class Linear(EvalCache, Transform):
         return self.log_sigma.to(x.dtype).sum()
 
     # ----------------------------------------------------------------- construction
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs: object) -> Linear:
-        """A flowified layer with the weight and bias of a trained ``nn.Linear`` (via SVD).
-
-        Singular vectors of determinant −1 are handled by the rotations' sign buffers. A weight
-        with a zero singular value has no flowified equivalent and raises ``ValueError``.
-        """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"Linear.from_linear: expected torch.nn.Linear, got {type(linear).__name__}")
-        w = linear.weight.detach().to(torch.float64)
-        out_f, in_f = w.shape
-        if kwargs.get("parametrization") == "gram":
-            gram = Linear(in_f, out_f, bias=linear.bias is not None, **kwargs).double()  # type: ignore[arg-type]
-            return gram._copy_from(gram, linear).to(linear.weight.dtype)  # type: ignore[attr-defined]
-        layer = Linear(in_f, out_f, bias=linear.bias is not None, **kwargs).double()  # type: ignore[arg-type]
-        u, s, vh = torch.linalg.svd(w, full_matrices=True)
+    def _fit(self, weight: Tensor) -> None:
+        u, s, vh = torch.linalg.svd(weight, full_matrices=True)
         if s.min() <= _MIN_SINGULAR_VALUE * max(1.0, s.max().item()):
             raise ValueError(
-                f"Linear.from_linear: the weight of {linear} is rank-deficient (smallest singular "
-                f"value {s.min().item():.3g}); a flowified layer needs full rank"
+                f"Linear.from_linear: the weight ({self.out_features}, {self.in_features}) is "
+                f"rank-deficient (smallest singular value {s.min().item():.3g}); a flowified layer "
+                "needs full rank"
             )
         with torch.no_grad():
-            layer.U.set_matrix(u)
-            layer.V.set_matrix(vh.T)
-            layer.log_sigma.copy_(torch.log(s).to(layer.log_sigma))
-            r = layer.rank
-            fit = (layer.U.matrix().double()[:, :r] * s) @ layer.V.matrix().double()[:, :r].T
-            if not torch.allclose(fit, w, atol=1e-6 * max(1.0, s.max().item())):
+            self.U.set_matrix(u)
+            self.V.set_matrix(vh.T)
+            self.log_sigma.copy_(torch.log(s).to(self.log_sigma))
+            if not torch.allclose(self.weight.double(), weight, atol=1e-6 * max(1.0, s.max().item())):
                 raise ValueError("Linear.from_linear: could not reproduce the weight")
-            if linear.bias is not None:
-                layer.bias_param.copy_(linear.bias.detach().to(layer.bias_param))
-        return layer.to(linear.weight.dtype)
 
 
-class SquareLinear(Linear, Bijection):
+@register("svd", "square")
+class SquareLinear(SvdLinear, Bijection):
     """``in == out``: an invertible linear map, ``z = U Σ Vᵀ x + b``; contribution ``Σ log σ``."""
 
-    def _build_eval_mats(self) -> tuple[Tensor, ...]:
-        return (self.weight.detach(),)
+    def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        return (self.weight.to(dtype),)
 
     def forward_parts(self, x: Tensor) -> tuple[Tensor, None, None, Tensor]:
         mats = self._eval_mats(x.dtype)
@@ -231,17 +139,18 @@ class SquareLinear(Linear, Bijection):
         return self.inverse_parts(z, None)
 
 
-class ReducingLinear(Linear, InferenceSurjection):
+@register("svd", "reducing")
+class ReducingLinear(SvdLinear, InferenceSurjection):
     """``in > out``: exact, with a right inverse that samples the dropped coordinates."""
 
-    def _init_regime(self, *, inverse_density: str, noise: str) -> None:
+    def _init_regime(self) -> None:
         drop = self.in_features - self.out_features
         self.inverse_density = make_inverse_density(
-            inverse_density, (drop,), (self.out_features,))  # type: ignore[arg-type]
+            self.inverse_density_kind, (drop,), (self.out_features,), hidden=self.hidden)  # type: ignore[arg-type]
 
-    def _build_eval_mats(self) -> tuple[Tensor, ...]:
-        v = self.V.matrix().detach()
-        return (torch.cat([self.weight.detach(), v[:, self.rank:].T], dim=0),)
+    def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        v = self.V.matrix()
+        return (torch.cat([self.weight, v[:, self.rank:].T], dim=0).to(dtype),)
 
     def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor, None, Tensor]:
         mats = self._eval_mats(x.dtype)
@@ -263,19 +172,20 @@ class ReducingLinear(Linear, InferenceSurjection):
         return self.inverse_parts(z, d)
 
 
-class IncreasingLinear(Linear, GenerativeSurjection):
+@register("svd", "increasing")
+class IncreasingLinear(SvdLinear, GenerativeSurjection):
     """``in < out``: a lower bound; noise fills the ``out − in`` new directions."""
 
-    def _init_regime(self, *, inverse_density: str, noise: str) -> None:
-        self.noise = Noise(noise)  # type: ignore[arg-type]
+    def _init_regime(self) -> None:
+        self.noise = Noise(self.noise_kind)  # type: ignore[arg-type]
 
     @property
     def bounded_noise(self) -> bool:
         return self.noise.bounded
 
-    def _build_eval_mats(self) -> tuple[Tensor, ...]:
-        u = self.U.matrix().detach()
-        return (self.weight.detach(), u[:, self.rank:])
+    def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        u = self.U.matrix()
+        return (self.weight.to(dtype), u[:, self.rank:].to(dtype))
 
     def forward_parts(self, x: Tensor) -> tuple[Tensor, None, Tensor, Tensor]:
         n_noise = self.out_features - self.in_features

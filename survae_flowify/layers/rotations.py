@@ -34,7 +34,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from survae_flowify.layers._cache import EvalCache
+from survae_flowify import _checks
+from survae_flowify._cache import ParameterCache
 
 __all__ = ["Rotation", "RotationKind"]
 
@@ -44,29 +45,20 @@ _ORTHOGONAL_TOL = 1e-6
 _BLOCK = 64  # reflectors per block of the blocked UT transform
 
 
-def _compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)
-    return bool(is_compiling and is_compiling())
-
-
-class Rotation(EvalCache):
+class Rotation(ParameterCache):
     """An orthogonal ``n × n`` matrix ``Q = Q_0 D``; see the module docstring for the kinds.
 
-    In eval mode (without grad) :meth:`matrix` is computed once and reused until a parameter
-    or the sign buffer changes.
+    In eval mode (without grad) :meth:`matrix` is computed once and reused while the parameter,
+    the sign buffer and the kind are unchanged (:mod:`survae_flowify._cache`).
     """
 
     def __init__(self, n: int, kind: RotationKind = "householder") -> None:
         super().__init__()
-        if not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
-            raise ValueError(f"Rotation: n must be a positive int, got {n!r}")
-        if kind not in _KINDS:
-            raise ValueError(f"Rotation: rotation must be one of {_KINDS}, got {kind!r}")
-        self.n, self.kind = n, kind
+        self.n = _checks.positive_int("Rotation", "n", n)
+        self.kind = _checks.choice("Rotation", "rotation", kind, _KINDS)
         init = torch.eye(n) if kind == "householder" else torch.zeros(n, n)
         self.weight = nn.Parameter(init)
         self.register_buffer("signs", torch.ones(n))
-        self._cache: tuple[tuple, Tensor] | None = None
 
     def extra_repr(self) -> str:
         return f"n={self.n}, kind={self.kind!r}"
@@ -92,13 +84,7 @@ class Rotation(EvalCache):
 
     def matrix(self) -> Tensor:
         """``Q``, shape ``(n, n)``; cached in eval mode without grad."""
-        if self.training or torch.is_grad_enabled() or _compiling():
-            return self._compute()  # under torch.compile the cache check would break the graph
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype,
-               self.signs._version, self.signs.data_ptr())
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._compute())
-        return self._cache[1]
+        return self._derived("matrix", (self.weight, self.signs), self._compute, extra=self.kind)
 
     def _use_blocks(self, rows: int) -> bool:
         # Blocked UT transform: ~n²·b (block Gram matrices) + 2·N·n² multiply-adds; forming Q
@@ -170,7 +156,6 @@ class Rotation(EvalCache):
             param = 0.5 * log
         self.weight.copy_(param.to(self.weight))
         self.signs.copy_(signs.to(self.signs))
-        self._cache = None
 
 
 def _householder_vectors(q0: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from survae_flowify.algebra import Flow
+from survae_flowify.models.builders import image_flow, mlp_flow
 from survae_flowify.models.paper import (
     IMAGE_SHAPES,
     fconv1,
@@ -18,7 +19,6 @@ from survae_flowify.models.paper import (
     fconv2,
     fconv2_nsf,
     fmlp,
-    image_flow,
     tabular_mlp,
 )
 from survae_flowify.models.small import small_conv, small_mlp
@@ -32,6 +32,7 @@ __all__ = [
     "fconv2_nsf",
     "fmlp",
     "image_flow",
+    "mlp_flow",
     "paper_parameter_counts",
     "parameter_count",
     "small_conv",
@@ -61,7 +62,9 @@ def build(name: str, data_shape: tuple[int, ...], **kwargs: object) -> Flow:
     """Build model ``name`` (one of :data:`MODEL_NAMES`) for data of event shape ``data_shape``.
 
     Image models take ``levels=L`` (prepend ``Dequantize(L)``; ``None`` for continuous data);
-    other keywords go to the layers (e.g. ``inverse_density``, ``noise``, ``rotation``).
+    other keywords go to the layers (e.g. ``inverse_density``, ``noise``, ``rotation``, ``hidden``:
+    the width of the conditional inverse densities' networks, 64 by default; ``hidden=1635`` gives
+    FMLP-MNIST the official code's 5.50 M parameters).
     """
     data_shape = tuple(data_shape)
     if name in _PAPER:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from survae_flowify.algebra import Flow
-from survae_flowify.models.paper import image_flow, mlp_flow
+from survae_flowify.models.builders import image_flow, mlp_flow
 
 __all__ = ["small_conv", "small_mlp"]
 

@@ -9,6 +9,8 @@ import torch
 from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
 from torch import Tensor, nn
 
+from survae_flowify import _checks
+from survae_flowify._cache import ParameterCache
 from survae_flowify.algebra.transform import Bijection
 from survae_flowify.transforms._rq_kernel import (
     DEFAULT_MIN_BIN_HEIGHT,
@@ -25,7 +27,7 @@ Backend = Literal["fast", "nflows"]
 _BACKENDS = ("fast", "nflows")
 
 
-class RqSpline(Bijection):
+class RqSpline(ParameterCache, Bijection):
     r"""Elementwise monotonic rational-quadratic spline on ``[−B, B]``, identity outside.
 
     The paper's activation (appendix F, figures 8–11: ``RqSpline()``, 10 bins, bound 2): one
@@ -51,64 +53,44 @@ class RqSpline(Bijection):
     dozen fused elementwise operations per entry, free of graph breaks under ``torch.compile``.
     ``backend="nflows"`` calls nflows' ``unconstrained_rational_quadratic_spline`` with the
     parameters expanded to every entry (the paper's code; 15–40× slower on a CPU), for comparison. Both
-    compute the same function to float precision. Without gradients (``torch.no_grad`` or frozen
-    parameters) the fast backend reuses its parameter-only tables until a parameter changes.
+    compute the same function to float precision. In eval mode without gradients (``torch.no_grad``
+    or frozen parameters) the fast backend reuses its parameter-only tables while the parameters
+    and ``tail_bound`` are unchanged (:mod:`survae_flowify._cache`).
     """
 
     def __init__(self, num_bins: int = 10, tail_bound: float = 2.0, *, backend: Backend = "fast") -> None:
         super().__init__()
-        if not (isinstance(num_bins, int) and 1 <= num_bins <= 1 / DEFAULT_MIN_BIN_WIDTH):
-            raise ValueError(
-                f"RqSpline: num_bins must be an int in [1, {int(1 / DEFAULT_MIN_BIN_WIDTH)}], "
-                f"got {num_bins!r}"
-            )
-        if not (isinstance(tail_bound, (int, float)) and math.isfinite(tail_bound) and tail_bound > 0):
-            raise ValueError(f"RqSpline: tail_bound must be a finite number > 0, got {tail_bound!r}")
-        if backend not in _BACKENDS:
-            raise ValueError(f"RqSpline: backend must be one of {_BACKENDS}, got {backend!r}")
-        self.num_bins = num_bins
-        self.tail_bound = float(tail_bound)
-        self.backend = backend
+        # Every bin is at least DEFAULT_MIN_BIN_WIDTH of the interval wide: at most 1/min bins.
+        max_bins = round(1 / DEFAULT_MIN_BIN_WIDTH)
+        self.num_bins = _checks.integer("RqSpline", "num_bins", num_bins, minimum=1, maximum=max_bins)
+        self.tail_bound = _checks.positive_float("RqSpline", "tail_bound", tail_bound)
+        self.backend = _checks.choice("RqSpline", "backend", backend, _BACKENDS)
         self.unnormalized_widths = nn.Parameter(torch.zeros(num_bins))
         self.unnormalized_heights = nn.Parameter(torch.zeros(num_bins))
         # softplus⁻¹(1 − min_derivative): interior derivatives start at exactly 1 (identity).
         one = math.log(math.expm1(1 - DEFAULT_MIN_DERIVATIVE))
         self.unnormalized_derivatives = nn.Parameter(torch.full((num_bins - 1,), one))
-        self._cache: dict[bool, tuple[tuple, RqTables]] = {}
 
     def extra_repr(self) -> str:
         backend = "" if self.backend == "fast" else f", backend={self.backend!r}"
         return f"num_bins={self.num_bins}, tail_bound={self.tail_bound}{backend}"
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
-
     def __setstate__(self, state: dict) -> None:
         state.setdefault("backend", "fast")  # modules pickled before the fast kernel existed
-        state.setdefault("_cache", {})
         super().__setstate__(state)
 
     def _spline_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.unnormalized_widths, self.unnormalized_heights, self.unnormalized_derivatives
 
     def _tables(self, x: Tensor, *, inverse: bool) -> RqTables:
-        """The parameter-only part, reused while no gradient is needed and no parameter changed."""
+        """The parameter-only part; cached in eval mode (:mod:`survae_flowify._cache`)."""
         params = self._spline_parameters()
-        reusable = not (
-            (torch.is_grad_enabled() and any(p.requires_grad for p in params))
-            or torch.compiler.is_compiling()
-        )
-        if reusable:
-            key = (x.dtype, x.device, tuple((p._version, p.data_ptr()) for p in params))
-            hit = self._cache.get(inverse)
-            if hit is not None and hit[0] == key:
-                return hit[1]
-        tables = rq_tables(*(p.to(x.dtype) for p in params), tail_bound=self.tail_bound, inverse=inverse)
-        if reusable:
-            self._cache[inverse] = (key, tables)
-        return tables
+
+        def build() -> RqTables:
+            return rq_tables(*(p.to(x.dtype) for p in params), tail_bound=self.tail_bound, inverse=inverse)
+
+        return self._derived("inverse" if inverse else "forward", params, build,
+                             extra=(x.dtype, self.tail_bound))
 
     def _nflows(self, x: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         shape = (*x.shape, -1)

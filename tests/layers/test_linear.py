@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import survae_flowify as ffn
-from survae_flowify.layers.linear import IncreasingLinear, ReducingLinear, SquareLinear
+from survae_flowify.layers.conv import PatchLinear
+from survae_flowify.layers.linear import IncreasingLinear, ReducingLinear, SquareLinear, SvdLinear
 from survae_flowify.layers.rotations import Rotation
 from survae_flowify.testing import perturb_parameters
 from tests.oracles import linear_gaussian_log_prob
@@ -91,7 +93,7 @@ def test_eval_cache_is_used_and_invalidated(fin: int, fout: int) -> None:
     with torch.no_grad():
         torch.manual_seed(0)
         eval_out = layer(x)
-        assert layer._cache is not None
+        assert layer.__dict__.get("_derived_cache")
         torch.testing.assert_close(eval_out, train_out, atol=1e-10, rtol=0)
         layer.log_sigma.add_(0.5)  # parameters change in eval mode: the cache must not be reused
         torch.manual_seed(0)
@@ -165,7 +167,7 @@ def test_square_stack_matches_closed_form_in_float64_after_training_steps() -> N
 
 
 def test_bad_configuration_errors() -> None:
-    with pytest.raises(ValueError, match="positive ints"):
+    with pytest.raises(ValueError, match="Linear: in_features must be a positive int, got 0"):
         ffn.Linear(0, 3)
     with pytest.raises(ValueError, match="rotation must be one of"):
         ffn.Linear(3, 3, rotation="givens")
@@ -202,8 +204,8 @@ def test_gram_parametrization_rejects_what_it_cannot_express() -> None:
         ffn.Linear(4, 2, parametrization="gram", inverse_density="conditional")
     with pytest.raises(ValueError, match="parametrization must be"):
         ffn.Linear(4, 2, parametrization="qr")
-    with pytest.raises(ValueError, match="forward_parts is unavailable"):
-        ffn.Linear(4, 2, parametrization="gram").forward_parts(torch.randn(2, 4))
+    gram = ffn.Linear(4, 2, parametrization="gram")
+    assert not hasattr(gram, "forward_parts") and not hasattr(gram, "inverse_parts")
 
 
 def test_gram_eval_fast_path_matches_training_path() -> None:
@@ -214,8 +216,109 @@ def test_gram_eval_fast_path_matches_training_path() -> None:
     layer.eval()
     with torch.no_grad():
         z_eval, c_eval = layer(x)
-        assert layer._cache is not None
+        assert layer.__dict__.get("_derived_cache")
         layer.weight_param.mul_(1.5)  # changed in eval mode: the cache must not be reused
         assert not torch.allclose(layer(x)[1], c_eval)
     torch.testing.assert_close(z_eval, z_train.detach(), atol=1e-10, rtol=0)
     torch.testing.assert_close(c_eval, c_train.detach(), atol=1e-10, rtol=0)
+
+
+# ----------------------------------------------------------------------------- issue 8, items 6, 8, 9, 21
+@pytest.mark.parametrize("parametrization", ["svd", "gram"])
+@pytest.mark.parametrize(("fin", "fout"), SHAPES)
+def test_from_linear_keeps_device_and_dtype(fin: int, fout: int, parametrization: str) -> None:
+    for dtype in (torch.float64, torch.float32):
+        layer = ffn.Linear.from_linear(nn.Linear(fin, fout, dtype=dtype), parametrization=parametrization)
+        assert {t.dtype for t in (*layer.parameters(), *layer.buffers())} == {dtype}
+    meta = nn.Linear(fin, fout, device="meta", dtype=torch.float64)
+    layer = ffn.Linear.from_linear(meta, parametrization=parametrization)
+    tensors = [*layer.parameters(), *layer.buffers()]
+    assert {t.device.type for t in tensors} == {"meta"} and {t.dtype for t in tensors} == {torch.float64}
+    assert type(layer) is type(ffn.Linear(fin, fout, parametrization=parametrization))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_gram_nearly_dependent_rows_in_float32(seed: int) -> None:
+    """Rows 1e-4 apart: Cholesky of W Wᵀ failed in float32 for half of these seeds. The QR route
+    gives the SVD likelihood, computed here in float64 from ``torch.linalg.svd`` (not the layer's)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(8, 64, generator=g)
+    w[-1] = w[-2] + 1e-4 * torch.randn(64, generator=g)
+    dense = nn.Linear(64, 8)
+    with torch.no_grad():
+        dense.weight.copy_(w)
+    layer = ffn.Linear.from_linear(dense, parametrization="gram")
+    x = torch.randn(5, 64, generator=g)
+    _, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    x64 = x.double()
+    drop_sq = x64.square().sum(1) - (x64 @ vh.T).square().sum(1)
+    want = torch.log(s).sum() - 0.5 * drop_sq - 0.5 * 56 * math.log(2 * math.pi)
+    _, c_train = layer(x)
+    torch.testing.assert_close(c_train.double(), want, atol=2e-2, rtol=1e-3)
+    layer.eval()
+    with torch.no_grad():
+        z_eval, c_eval = layer(x)
+        back = layer.inverse(z_eval, mean=True)
+    torch.testing.assert_close(c_eval.double(), want, atol=2e-2, rtol=1e-3)
+    torch.testing.assert_close(layer(back)[0], z_eval, atol=1e-3, rtol=1e-3)  # right inverse
+
+
+def test_gram_layers_do_not_claim_the_svd_parts() -> None:
+    gram = ffn.Linear(8, 3, parametrization="gram")
+    assert isinstance(gram, ffn.Linear) and not isinstance(gram, SvdLinear)
+    assert not hasattr(gram, "forward_parts") and not hasattr(gram, "inverse_parts")
+    with pytest.raises(TypeError, match=r"PatchLinear\w*: needs a Linear with parametrization='svd'"):
+        PatchLinear.from_linear(gram)
+    svd = ffn.Linear(8, 3, inverse_density="normal")
+    assert isinstance(PatchLinear.from_linear(svd), PatchLinear)
+
+
+def test_gram_singular_weight_gives_a_clear_error() -> None:
+    square = ffn.Linear(3, 3, parametrization="gram")
+    reducing = ffn.Linear(4, 2, parametrization="gram")
+    with torch.no_grad():
+        square.weight_param.zero_()
+        reducing.weight_param[1] = reducing.weight_param[0]
+    with pytest.raises(ValueError, match="GramSquareLinear: the weight is singular"):
+        square.inverse(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="GramReducingLinear: the weight is singular"):
+        reducing.inverse(torch.randn(2, 2))
+    bad = nn.Linear(4, 2)
+    with torch.no_grad():
+        bad.weight[1] = bad.weight[0]
+    with pytest.raises(ValueError, match="rank-deficient"):
+        ffn.Linear.from_linear(bad, parametrization="gram")
+
+
+@pytest.mark.parametrize(("build", "error", "message"), [
+    (lambda: ffn.Linear(3, 3, noise="bogus"), ValueError, "Linear: noise must be one of"),
+    (lambda: ffn.Linear(3, 3, inverse_density="bogus"), ValueError, "Linear: inverse_density must be"),
+    (lambda: ffn.Linear(2, 4, inverse_density="bogus"), ValueError, "Linear: inverse_density must be"),
+    (lambda: ffn.Linear(4, 2, noise="bogus"), ValueError, "Linear: noise must be one of"),
+    (lambda: ffn.Linear(3, 3, rotation="bogus"), ValueError, "Linear: rotation must be one of"),
+    (lambda: ffn.Linear(3, 2, parametrization="gram", rotaton="x"), TypeError, "rotaton"),
+    (lambda: ffn.Linear(3, 2, parametrization="gram", rotation="bogus"), ValueError, "Linear: rotation"),
+    (lambda: ffn.Linear(3, 3, parametrization="gram", noise="bogus"), ValueError, "Linear: noise"),
+    (lambda: ffn.Linear(3, 3, bias=1), TypeError, "Linear: bias must be True or False, got 1"),
+    (lambda: ffn.Linear(3, 2, parametrization="gram", bias=0), TypeError, "Linear: bias"),
+    (lambda: ffn.Linear(True, 3), ValueError, "Linear: in_features must be a positive int, got True"),
+    (lambda: ffn.Linear(3, False), ValueError, "Linear: out_features must be a positive int"),
+    (lambda: ffn.Linear(3.0, 3), ValueError, "Linear: in_features must be a positive int, got 3.0"),
+    (lambda: ffn.Linear(3), TypeError, "Linear: missing argument out_features"),
+    (lambda: ffn.Linear(6, 2, hidden=0), ValueError, "Linear: hidden must be a positive int"),
+    (lambda: ffn.Linear(3, 3, hidden=True), ValueError, "Linear: hidden must be a positive int"),
+    (lambda: ffn.Linear(3, 3, parametrization="qr"), ValueError, "Linear: parametrization must be"),
+    (lambda: Rotation(True), ValueError, "Rotation: n must be a positive int, got True"),
+    (lambda: Rotation(3, "bogus"), ValueError, "Rotation: rotation must be one of"),
+])
+def test_every_option_is_validated_in_every_regime(build, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_hidden_sets_the_conditional_density_width() -> None:
+    layer = ffn.Linear(10, 4, inverse_density="conditional", hidden=7)
+    widths = [m.out_features for m in layer.inverse_density.net if isinstance(m, nn.Linear)]
+    assert widths == [7, 12]
+    default = ffn.Linear(10, 4, inverse_density="conditional")
+    assert default.inverse_density.net[0].out_features == 64

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import survae_flowify as ffn
 from survae_flowify import models
-from survae_flowify.models.paper import conv_output_size
+from survae_flowify.distributions.conditional import ConditionalNormal
+from survae_flowify.layers.linear import ReducingLinear
+from survae_flowify.models.builders import conv_output_size
 
 PAPER = ["fmlp", "fconv1", "fconv2", "fconv1-nsf", "fconv2-nsf"]
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -90,3 +93,24 @@ def test_parameter_counts_are_reported() -> None:
     rotations = sum(a * a + b * b for a, b in [(784, 512), (512, 256), (256, 128), (128, 64), (64, 32),
                                                (32, 8)])
     assert rotations < fmlp < 2 * rotations
+
+
+def test_hidden_reaches_every_conditional_density_and_gives_the_official_fmlp_size() -> None:
+    flow = models.build("fmlp", (1, 28, 28), hidden=1635)
+    nets = [m.inverse_density.net for m in flow.modules() if isinstance(m, ReducingLinear)]
+    assert len(nets) == 6 and all(net[0].out_features == 1635 for net in nets)
+    # The official code's FMLP-MNIST: 5.50 M parameters (DESIGN.md §4).
+    assert round(models.parameter_count(flow) / 1e6, 2) == 5.50
+    conv = models.build("fconv2", (1, 28, 28), hidden=5)
+    firsts = [m.net[0] for m in conv.modules() if isinstance(m, ConditionalNormal)]
+    assert {type(f) for f in firsts} == {nn.Conv2d, nn.Linear}  # kernels' map densities and Linear's
+    assert all(getattr(f, "out_channels", None) == 5 or getattr(f, "out_features", None) == 5
+               for f in firsts)
+
+
+def test_generic_builders_have_their_own_module_and_old_names_still_work() -> None:
+    from survae_flowify.models import builders, paper
+
+    for name in ("image_flow", "mlp_flow", "conv_output_size", "ConvSpec"):
+        assert getattr(paper, name) is getattr(builders, name)
+    assert models.image_flow is builders.image_flow and models.mlp_flow is builders.mlp_flow
