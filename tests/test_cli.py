@@ -443,3 +443,31 @@ def test_runs_module_from_python(digits_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert runs.create_run_dir(empty) == empty  # an empty directory may be claimed
+
+
+def test_demo_schedule_is_reproducible_and_thread_independent(tmp_path, capsys):
+    def demo(name: str, *extra: str) -> float:
+        assert main(["train", "--preset", "demo", "--max-steps", "20", "--out", str(tmp_path / name),
+                     "--quiet", "--no-plots", *extra]) == 0
+        return json.loads((tmp_path / name / "summary.json").read_text())["test_bpd"]
+
+    before = torch.get_num_threads()
+    try:
+        first, again, two_threads = demo("a"), demo("b"), demo("c", "--threads", "2")
+    finally:
+        torch.set_num_threads(before)
+    assert first == again  # same seed, same threads: the same number, bit for bit
+    assert two_threads == pytest.approx(first, rel=1e-5, abs=0)  # float noise at most
+
+
+def test_a_run_that_cannot_start_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    from survae_flowify import training
+
+    def refuse(self, *args, **kwargs):
+        raise training.ConfigError("the trainer refused")
+
+    monkeypatch.setattr(training.Trainer, "__init__", refuse)
+    assert _train(tmp_path / "r", "--max-steps", "1") == 2
+    assert "the trainer refused" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    monkeypatch.undo()
+    assert _train(tmp_path / "r", "--max-steps", "1", "--quiet", "--no-plots") == 0  # the retry runs

@@ -153,8 +153,10 @@ def _train(args: argparse.Namespace, dist: Any) -> int:
             write_json(out / runs.CLAIM_FILE, {"spec": spec, "config": config.to_dict(),
                                                "threads": torch.get_num_threads(), "argv": sys.argv})
         if not config.quiet:
-            length = f"{trainer.total_steps} steps" if trainer.step_cap or trainer.calibrated else (
-                f"a time budget of {config.time_budget_s:g} s")
+            length = f"{trainer.total_steps} steps"
+            if config.time_budget_s is not None:
+                cap = f", at most {trainer.step_cap} steps" if trainer.step_cap else ""
+                length = f"a time budget of {config.time_budget_s:g} s{cap}"
             print(f"{'resuming' if checkpoint else 'training'} {spec['model']} on {data} "
                   f"({length}, device {dist.device}, {dist.world_size} process(es), "
                   f"{torch.get_num_threads()} thread(s)); run directory {out}",
