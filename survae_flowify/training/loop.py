@@ -12,7 +12,7 @@ non-finite loss or gradient stops without touching the last good checkpoint.
 Training steps run with the layers' input checks off (:func:`survae_flowify.validation`): the
 data and one probe batch are checked once at the start, and a blow-up then reaches the loss as a
 non-finite value (the "diverged" outcome) instead of an input error deep inside the flow. It
-also spares a device synchronisation per checked layer and step.
+also spares the checks' device synchronisations (one per checked call) at every step.
 """
 
 from __future__ import annotations
@@ -145,9 +145,12 @@ class Trainer:
 
     def _probe(self) -> None:
         """Check the data once, with the layers' input checks on, before the unchecked steps."""
-        x = self.train_x
+        x, levels = self.train_x, self.data.levels
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ConfigError(f"the training split of {self.data.name!r} holds NaN or infinite values")
+        if levels is not None and len(x) and not (0 <= int(x.min()) and int(x.max()) <= levels - 1):
+            raise ConfigError(f"the training split of {self.data.name!r} holds values outside "
+                              f"0 … {levels - 1} ({levels} levels): got {x.min()} … {x.max()}")
         was_training = self.flow.training
         self.flow.eval()
         try:
@@ -332,7 +335,7 @@ class Trainer:
         every = self.config.valid_every
         if every and ((epoch + 1) % every == 0 or self.step >= self.total_steps):
             nll = evaluate(self.flow, self.data.valid, batch_size=self._eval_batch(), dist=self.dist)
-            planned = math.ceil(min(self.total_steps, 10**9) / self.steps_per_epoch)
+            planned = math.ceil((self._shown_total() or self.step) / self.steps_per_epoch)
             every_line = max(1, planned // 20)  # at most ~20 lines per run
             announce = (epoch + 1) % every_line == 0 or self.step >= self.total_steps
             self.log.valid(step=self.step, epoch=epoch + 1, nll=nll, announce=announce)

@@ -14,6 +14,7 @@ from survae_flowify.data import DataSplits, load_digits, sample_toy
 from survae_flowify.testing import perturb_parameters
 from survae_flowify.training import (
     CheckpointError,
+    ConfigError,
     TrainConfig,
     Trainer,
     cosine_lr,
@@ -276,3 +277,14 @@ def test_time_budget_uses_at_least_90_percent_and_is_not_capped_by_default_epoch
     trained = result.summary["train_time_s"]
     assert 0.9 * 30.0 <= trained <= 30.0 + 0.5, (trained, result.step)
     assert result.step > 30  # more than the default 10 epochs
+
+
+def test_data_that_cannot_train_is_refused_before_the_first_step(tmp_path):
+    d = _digits()
+    empty_test = DataSplits("digits", "image", d.train, d.valid, d.test[:0], levels=17)
+    with pytest.raises(ConfigError, match="too small to train on: train 96, valid 40, test 0"):
+        Trainer(_flow(d), empty_test, tmp_path, _config())
+    out_of_range = DataSplits("digits", "image", d.train.clone().fill_(17), d.valid, d.test, levels=17)
+    with pytest.raises(ConfigError, match="outside 0 … 16"):
+        Trainer(_flow(d), out_of_range, tmp_path, _config())
+    assert not (tmp_path / "metrics.jsonl").exists()
