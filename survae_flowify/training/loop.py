@@ -137,6 +137,7 @@ class Trainer:
         self.log = RunLog(self.out, data, main=dist.is_main, quiet=config.quiet,
                           title=f"{self.spec['model']} on {data.name}")
         self._budget: TimeBudget | None = None
+        self._started: float | None = None  # clock time this run() began (None outside run)
         torch.manual_seed(config.seed + _RANK_SEED_STRIDE * dist.rank)
 
     @property
@@ -277,8 +278,6 @@ class Trainer:
         message = f"test {summary[f'test_{self.data.metric}']:.4f} {self.log.unit} after {self.step} steps"
         return RunResult("finished", self.step, message, summary)
 
-    _started: float | None = None
-
     def _train_time_now(self) -> float:
         extra = time.perf_counter() - self._started if self._started is not None else 0.0
         return self.train_time + extra
@@ -322,10 +321,9 @@ class Trainer:
                 return self._paused()
         return None
 
-    def _reestimate(self) -> None:
+    def _reestimate(self) -> None:  # only called with a budget
         """Time budget: the schedule's length from the recent speed (the same on every rank: the
         largest estimate wins)."""
-        assert self._budget is not None
         total = self._budget.estimate(self.step, time.perf_counter())
         self.total_steps = max(self.step, int(self.dist.max([float(total)])[0]))
         self.calibrated = True
