@@ -14,13 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from survae_flowify.cli import (
-    _flow_from_checkpoint,
-    _load_data,
-    _run_settings,
-    build_parser,
-    main,
-)
+from survae_flowify.cli import PRESETS, build_parser, main, runs
+from survae_flowify.cli.train import run_settings
 from survae_flowify.training import load_checkpoint, read_jsonl, save_checkpoint
 from tests.data.writers import write_idx_set
 
@@ -87,8 +82,8 @@ def test_evaluate_matches_an_independent_evaluation(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "r"), "--eval-samples", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     checkpoint = load_checkpoint(tmp_path / "r")
-    flow = _flow_from_checkpoint(checkpoint, torch.device("cpu"))
-    data = _load_data(checkpoint["spec"], None)
+    flow = runs.flow_from_checkpoint(checkpoint, torch.device("cpu"))
+    data = runs.load_data(checkpoint["spec"], None)
     with torch.no_grad():
         direct = -flow.log_prob(data.test).double().mean().item()
     assert result["nats"] == pytest.approx(direct, rel=1e-5)
@@ -220,15 +215,32 @@ def test_tabular_default_model(tmp_path, capsys):
 
 def test_presets():
     args = build_parser().parse_args(["train", "--preset", "paper", "--dataset", "mnist"])
-    spec, config = _run_settings(args, None)
+    spec, config = run_settings(args, None)
     assert (config["epochs"], config["batch_size"], config["lr"]) == (200, 256, 5e-4)
     assert spec["model"] == "fconv1"
     args = build_parser().parse_args(["train", "--preset", "paper", "--dataset", "cifar10", "--epochs", "3"])
-    assert _run_settings(args, None)[1]["epochs"] == 3  # flags override the preset
+    assert run_settings(args, None)[1]["epochs"] == 3  # flags override the preset
     args = build_parser().parse_args(["train", "--preset", "demo"])
-    spec, config = _run_settings(args, None)
+    spec, config = run_settings(args, None)
     assert spec["dataset"] == "digits" and spec["levels"] == 17 and spec["model"] == "small-conv"
-    assert config["time_budget_s"] == 120.0
+
+
+def test_demo_is_a_fixed_schedule_on_the_chosen_threads(tmp_path, capsys):
+    # a fixed number of epochs, no time budget: the result cannot depend on the machine's load
+    args = build_parser().parse_args(["train", "--preset", "demo"])
+    config = run_settings(args, None)[1]
+    assert "time_budget_s" not in config and config["epochs"] == 300
+    assert PRESETS["demo"]["threads"] == 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["train", "--preset", "demo", "--max-steps", "2", "--out", str(tmp_path / "d"),
+                     "--quiet", "--no-plots"]) == 0
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert used == 1 and summary["threads"] == 1 and summary["time_budget_s"] is None
 
 
 def test_paper_preset_on_other_data_is_a_usage_error(capsys):
@@ -257,7 +269,7 @@ def test_bench_and_list(capsys):
 
 def test_bad_numbers_and_devices(capsys):
     assert main(["train", "--epochs", "0"]) == 2
-    assert "epochs must be a positive integer" in capsys.readouterr().err
+    assert "--epochs must be a positive int, got 0" in capsys.readouterr().err
     assert main(["sample", "x", "-n", "0"]) == 2
     if not torch.cuda.is_available():
         assert main(["bench", "--device", "cuda"]) == 2
@@ -288,3 +300,174 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
     checkpoint = load_checkpoint(out)
     assert checkpoint["step"] >= 1 and f"interrupted at step {checkpoint['step']} " in err
+
+
+# ------------------------------------------------------------------ issue 8, items 11–16
+def test_second_training_into_the_same_out_is_refused_while_the_first_prepares(tmp_path, capsys,
+                                                                                monkeypatch):
+    # The race forced deterministically: the second training starts after the first has chosen
+    # its directory but before it has written anything there (while it builds its trainer).
+    from survae_flowify import training
+
+    out, codes = tmp_path / "r", []
+    original = training.Trainer.__init__
+
+    def second_starts_now(self, *args, **kwargs):
+        if not codes:
+            codes.append(None)
+            codes.append(_train(out, "--max-steps", "2", "--quiet", "--no-plots", "--seed", "7"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "__init__", second_starts_now)
+    first = _train(out, "--max-steps", "2", "--quiet", "--no-plots")
+    assert (first, codes[1]) == (0, 2)
+    assert "already" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["config"]["seed"] == 0  # the first's
+
+
+@pytest.mark.slow
+def test_two_processes_into_the_same_out_one_is_refused(tmp_path):
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "survae_flowify.cli", "train", *MOONS, "--max-steps", "3",
+           "--quiet", "--no-plots", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, env=env) for _ in range(2)]
+    results = [p.communicate(timeout=240) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], results
+    loser = next(err for p, (_, err) in zip(procs, results, strict=True) if p.returncode == 2)
+    assert "already" in loser and "Traceback" not in loser
+    assert load_checkpoint(out)["step"] == 3
+
+
+def test_blow_up_is_the_diverged_path(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _train(out, "--lr", "1e6", "--max-steps", "40", "--quiet", "--no-plots") == 1
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "--lr" in err and "Traceback" not in err
+    assert read_jsonl(out / "metrics.jsonl")[-1]["split"] == "error"
+    assert not (out / "summary.json").exists()
+
+
+def test_tiny_image_set_is_a_usage_error_and_leaves_no_directory(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    write_idx_set(tmp_path / "mnist", rng.integers(0, 256, (1, 8, 8), dtype=np.uint8),
+                  rng.integers(0, 256, (1, 8, 8), dtype=np.uint8))
+    out = tmp_path / "r"
+    args = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--model", "small-mlp",
+            "--max-steps", "2", "--out", str(out), "--quiet", "--no-plots"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "too small" in err and "train 0" in err and not out.exists()
+
+
+def test_tiny_table_is_a_usage_error_and_leaves_no_directory(tmp_path, capsys):
+    (tmp_path / "miniboone").mkdir()
+    np.save(tmp_path / "miniboone" / "data.npy", np.random.default_rng(0).normal(size=(9, 5)))
+    out = tmp_path / "r"
+    assert main(["train", "--dataset", "miniboone", "--data-dir", str(tmp_path), "--max-steps", "2",
+                 "--out", str(out), "--quiet", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "too small" in err and "test 0" in err and not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--weight-decay", "nan"), ("--weight-decay", "-1"), ("--seed", str(10**30)), ("--seed", "-1"),
+    ("--checkpoint-minutes", "0"), ("--checkpoint-minutes", "-2"), ("--checkpoint-minutes", "nan"),
+    ("--lr", "inf"), ("--clip-grad", "nan"), ("--time-budget", "0"), ("--valid-every", "-1"),
+    ("--max-steps", "0"), ("--threads", "0"), ("--log-every", "0"),
+])
+def test_bad_numbers_are_usage_errors_naming_the_flag(tmp_path, capsys, flag, value):
+    out = tmp_path / "r"
+    assert _train(out, flag, value) == 2
+    err = capsys.readouterr().err
+    assert flag in err and value in err and "Traceback" not in err and not out.exists()
+
+
+def test_model_option_that_no_layer_uses_is_refused(tmp_path, capsys):
+    # moons (2-D) with small-mlp: every Linear is square, so noise options reach no layer
+    assert _train(tmp_path / "r", "--model-option", "noise=uniform", "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "noise" in err and "no layer" in err and not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_a_changed_subset_or_model_option(tmp_path, capsys):
+    assert _train(tmp_path / "b", "--max-steps", "4", "--stop-after", "1", "--quiet", "--no-plots") == 0
+    capsys.readouterr()
+    for extra in (["--subset", "128"], ["--model-option", "widths=[2,2]"]):
+        assert main(["train", "--resume", str(tmp_path / "b"), *extra]) == 2
+        assert extra[0] in capsys.readouterr().err
+    # the same values as the checkpoint's are fine
+    assert main(["train", "--resume", str(tmp_path / "b"), "--subset", "256", "--quiet",
+                 "--no-plots"]) == 0
+
+
+def test_run_files_honour_the_umask(tmp_path, capsys):
+    previous = os.umask(0o027)
+    try:
+        assert _train(tmp_path / "r", "--max-steps", "2", "--quiet") == 0
+    finally:
+        os.umask(previous)
+    for name in ("checkpoint.pt", "summary.json", "config.json", "metrics.jsonl", "density.png"):
+        assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_help_says_how_the_time_budget_relates_to_epochs():
+    text = " ".join(_subparsers()["train"].format_help().split())
+    assert "--time-budget" in text and "--epochs" in text
+    budget = text[text.rindex("--time-budget SECONDS"):]  # the entry, not the usage line
+    assert "--epochs" in budget[:400] and "90%" in budget[:400]
+
+
+def test_runs_module_from_python(digits_run, tmp_path):
+    flow, checkpoint = runs.load_run(digits_run)
+    assert not flow.training and checkpoint["step"] == 3
+    for name, value in flow.state_dict().items():
+        assert torch.equal(value, checkpoint["model"][name])
+    data = runs.load_data(checkpoint["spec"])
+    assert data.name == "digits" and data.shape == (1, 8, 8) and data.levels == 17
+    spec = {**runs.new_spec("small-mlp", "digits"), "data_shape": [1, 8, 8]}
+    fresh = runs.build_flow(spec)  # the same architecture, new weights
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in checkpoint["model"].items()}
+    assert runs.default_model("moons") == "small-mlp"
+    assert runs.parse_model_option("widths=[64,32]") == ("widths", [64, 32])
+    with pytest.raises(runs.RunError, match="unknown model 'resnet'"):
+        runs.new_spec("resnet", "digits")
+    out = runs.create_run_dir(tmp_path / "mine")
+    with pytest.raises(runs.RunError, match="already exists"):
+        runs.create_run_dir(out)
+    runs.release_run_dir(out)
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runs.create_run_dir(empty) == empty  # an empty directory may be claimed
+
+
+def test_demo_schedule_is_reproducible_and_thread_independent(tmp_path, capsys):
+    def demo(name: str, *extra: str) -> float:
+        assert main(["train", "--preset", "demo", "--max-steps", "20", "--out", str(tmp_path / name),
+                     "--quiet", "--no-plots", *extra]) == 0
+        return json.loads((tmp_path / name / "summary.json").read_text())["test_bpd"]
+
+    before = torch.get_num_threads()
+    try:
+        first, again, two_threads = demo("a"), demo("b"), demo("c", "--threads", "2")
+    finally:
+        torch.set_num_threads(before)
+    assert first == again  # same seed, same threads: the same number, bit for bit
+    assert two_threads == pytest.approx(first, rel=1e-5, abs=0)  # float noise at most
+
+
+def test_a_run_that_cannot_start_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    from survae_flowify import training
+
+    def refuse(self, *args, **kwargs):
+        raise training.ConfigError("the trainer refused")
+
+    monkeypatch.setattr(training.Trainer, "__init__", refuse)
+    assert _train(tmp_path / "r", "--max-steps", "1") == 2
+    assert "the trainer refused" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    monkeypatch.undo()
+    assert _train(tmp_path / "r", "--max-steps", "1", "--quiet", "--no-plots") == 0  # the retry runs

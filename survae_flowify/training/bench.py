@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from survae_flowify.algebra import Flow
-from survae_flowify.training.loop import parameter_count
+from survae_flowify.training.evaluation import parameter_count
 
 __all__ = ["benchmark", "synthetic_batch"]
 

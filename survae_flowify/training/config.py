@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["SCHEDULE_KEYS", "ConfigError", "TrainConfig"]
+from survae_flowify import _checks
+
+__all__ = ["DEFAULT_EPOCHS", "MAX_SEED", "SCHEDULE_KEYS", "ConfigError", "TrainConfig"]
 
 
 class ConfigError(ValueError):
@@ -16,6 +17,12 @@ class ConfigError(ValueError):
 SCHEDULE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "max_steps", "seed", "time_budget_s")
 """Keys that fix the data order and the learning-rate schedule: a resumed run must keep them."""
 
+DEFAULT_EPOCHS = 10
+"""Epochs of a run that sets neither ``epochs`` nor ``time_budget_s``."""
+
+MAX_SEED = 2**32 - 1
+"""Largest seed: seeds are offset per rank and per step and must stay within torch's 64-bit range."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -23,15 +30,16 @@ class TrainConfig:
 
     Defaults are the paper's (appendix F): Adam, learning rate ``5e-4`` annealed to 0 by a
     cosine schedule over all steps, batch 256. ``batch_size`` is the global batch (split evenly
-    over DDP ranks). ``max_steps`` caps the number of steps (and the schedule's length).
-    ``eval_samples=K`` adds the importance-weighted bound with ``K`` samples to the test metrics.
-    ``checkpoint_every`` (steps, 0: at each epoch's end only) and ``checkpoint_minutes`` set how
-    often the checkpoint is refreshed. ``time_budget_s``: train for about this many seconds; the
-    schedule's length is set from the speed of the first steps (at most ``epochs`` epochs and
-    ``max_steps`` steps), so results then depend on the machine's speed.
+    over DDP ranks). ``epochs`` (default :data:`DEFAULT_EPOCHS`) and ``max_steps`` cap the
+    number of steps and fix the schedule's length. ``eval_samples=K`` adds the
+    importance-weighted bound with ``K`` samples to the test metrics. ``checkpoint_every`` (steps,
+    0: at each epoch's end only) and ``checkpoint_minutes`` (> 0) set how often the checkpoint is
+    refreshed. ``time_budget_s``: train for this many seconds (at least 90% of it); the schedule's
+    length is re-estimated from the measured speed as training goes, capped only by an explicit
+    ``epochs`` or ``max_steps``, so results then depend on the machine's speed and load.
     """
 
-    epochs: int = 10
+    epochs: int | None = None
     batch_size: int = 256
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -50,25 +58,37 @@ class TrainConfig:
     plot_samples: int = 64
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "log_every", "plot_samples")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "eval_batch_size", "eval_samples"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        try:
+            self._check()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from err
+
+    def _check(self) -> None:
+        owner = "TrainConfig"
+        for name in ("batch_size", "log_every", "plot_samples"):
+            _checks.positive_int(owner, name, getattr(self, name))
+        for name in ("epochs", "max_steps", "eval_batch_size", "eval_samples"):
+            if getattr(self, name) is not None:
+                _checks.positive_int(owner, name, getattr(self, name))
         for name in ("valid_every", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        budget = self.time_budget_s
-        if budget is not None and not (math.isfinite(budget) and budget > 0):
-            raise ConfigError(f"time_budget_s must be a positive number, got {self.time_budget_s!r}")
-        if self.weight_decay < 0 or (self.clip_grad is not None and not self.clip_grad > 0):
-            raise ConfigError("weight_decay must be >= 0 and clip_grad > 0 (or None)")
+            _checks.integer(owner, name, getattr(self, name), minimum=0)
+        _checks.integer(owner, "seed", self.seed, minimum=0, maximum=MAX_SEED)
+        for name in ("lr", "checkpoint_minutes"):
+            _checks.positive_float(owner, name, getattr(self, name))
+        for name in ("clip_grad", "time_budget_s"):
+            if getattr(self, name) is not None:
+                _checks.positive_float(owner, name, getattr(self, name))
+        _checks.finite_float(owner, "weight_decay", self.weight_decay, minimum=0.0)
+        for name in ("quiet", "plots"):
+            _checks.boolean(owner, name, getattr(self, name))
+
+    @property
+    def epoch_cap(self) -> int | None:
+        """The most epochs to train: ``epochs``, or :data:`DEFAULT_EPOCHS` without a time budget,
+        or none (``None``) under a time budget that sets no ``epochs``."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if self.time_budget_s is not None else DEFAULT_EPOCHS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

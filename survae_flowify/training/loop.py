@@ -2,23 +2,22 @@
 
 One :class:`Trainer` runs one training job: Adam with the cosine schedule of
 :func:`~survae_flowify.training.schedule.cosine_lr`, epochs drawn by ``DistributedSampler`` (a
-single process is world size 1), validation after each epoch, checkpoints written atomically,
-and at the end the test metric (bits/dim for images, nats for other data), the figures and
-``summary.json``. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves and stops; a
+single process is world size 1), validation after each epoch. Its helpers each do one job:
+:mod:`~survae_flowify.training.checkpointing` (when to save), :mod:`~survae_flowify.training.runlog`
+(metrics, progress, messages), :mod:`~survae_flowify.training.budget` (the schedule's length
+under a time budget) and :mod:`~survae_flowify.training.report` (test metrics, figures,
+``summary.json``). Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves and stops; a
 non-finite loss or gradient stops without touching the last good checkpoint.
 
-``metrics.jsonl`` holds one JSON object per line: ``split="train"`` every ``log_every`` steps
-(``step``, ``epoch``, ``loss`` = mean negative log-likelihood bound in nats over the steps since
-the last record, the same as ``bpd`` or ``nats``, ``lr`` of the last step, ``grad_norm``),
-``split="valid"`` after each epoch, ``split="test"`` at the end, ``split="error"`` on divergence.
+Training steps run with the layers' input checks off (:func:`survae_flowify.validation`): the
+data and one probe batch are checked once at the start, and a blow-up then reaches the loss as a
+non-finite value (the "diverged" outcome) instead of an input error deep inside the flow. It
+also spares the checks' device synchronisations (one per checked call) at every step.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,60 +27,39 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 
+from survae_flowify import _state
 from survae_flowify.algebra import Flow
 from survae_flowify.data.base import DataSplits
-from survae_flowify.training.checkpoint import CheckpointError, load_model_state, save_checkpoint
-from survae_flowify.training.config import SCHEDULE_KEYS, TrainConfig
+from survae_flowify.training.budget import TimeBudget
+from survae_flowify.training.checkpoint import CheckpointError, load_model_state
+from survae_flowify.training.checkpointing import Checkpointer, check_same_schedule
+from survae_flowify.training.config import ConfigError, TrainConfig
 from survae_flowify.training.distributed import DistContext
-from survae_flowify.training.records import MetricsLog, read_jsonl, rewrite_jsonl, write_json
+from survae_flowify.training.evaluation import evaluate, nll_to_metric, parameter_count
+from survae_flowify.training.report import final_summary
+from survae_flowify.training.runlog import RunLog
 from survae_flowify.training.schedule import cosine_lr, set_lr
+from survae_flowify.training.signals import StopSignals
 
-__all__ = ["RunResult", "Trainer", "evaluate", "nll_to_metric", "parameter_count"]
+__all__ = ["RunResult", "Trainer", "check_data_fits", "evaluate", "nll_to_metric", "parameter_count"]
 
 Status = Literal["finished", "paused", "interrupted", "diverged"]
 _RANK_SEED_STRIDE = 7919  # a prime: distinct noise streams per rank
-_CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule's length
+_UNBOUNDED = 2**62  # the schedule's length under a time budget before its first estimate
 
 
-def parameter_count(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def nll_to_metric(nll: float, data: DataSplits) -> float:
-    """Negative log-likelihood per example (nats) to the data set's metric: bits per dimension
-    ``nll / (D ln 2)`` for images, nats otherwise."""
-    return nll / (data.dim * math.log(2)) if data.metric == "bpd" else nll
-
-
-@torch.no_grad()
-def evaluate(
-    flow: Flow,
-    x: Tensor,
-    *,
-    batch_size: int = 256,
-    num_samples: int | None = None,
-    dist: DistContext | None = None,
-) -> float:
-    """Mean negative log-likelihood bound ``−(1/N) Σ log p(xᵢ)`` in nats, over all of ``x``.
-
-    The ELBO, or with ``num_samples=K`` the importance-weighted bound. Under DDP each rank takes
-    the rows ``rank, rank + W, …`` and the sums are all-reduced, so every example counts once.
-    """
-    dist = dist or DistContext()
-    was_training = flow.training
-    flow.eval()
-    device = next(flow.parameters()).device
-    rows = x[dist.rank::dist.world_size]
-    total = 0.0
-    step = batch_size if num_samples is None else max(1, batch_size // min(num_samples, 16))
-    for start in range(0, len(rows), step):
-        batch = rows[start:start + step].to(device)
-        logp = flow.log_prob(batch, num_samples=num_samples, chunk_size=min(num_samples or 1, 16))
-        total += float(logp.double().sum())
-    flow.train(was_training)
-    total, count = dist.sum([total, float(len(rows))])
-    return -total / count
+def check_data_fits(data: DataSplits, config: TrainConfig, *, world_size: int = 1) -> None:
+    """Raise :class:`ConfigError` unless every split has an example (the training split one per
+    process) and the batch can be split over the processes: checked before a run creates anything."""
+    sizes = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
+    if sizes["train"] < world_size or min(sizes.values()) < 1:
+        counts = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        per_process = f" (train: one per process, {world_size})" if world_size > 1 else ""
+        raise ConfigError(f"data set {data.name!r} is too small to train on: {counts} examples; "
+                          f"every split needs at least one{per_process}")
+    if config.batch_size < world_size:
+        raise ConfigError(f"batch size {config.batch_size} is smaller than the number of processes "
+                          f"{world_size}; the batch is split over processes")
 
 
 class _NegativeLogLikelihood(nn.Module):
@@ -103,29 +81,6 @@ class RunResult:
     step: int
     message: str
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM set a flag the loop checks between steps; a second SIGINT aborts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -150,15 +105,12 @@ class Trainer:
         if dist is None:
             param = next(flow.parameters(), None)
             dist = DistContext(device=param.device if param is not None else torch.device("cpu"))
-        if config.batch_size < dist.world_size:
-            raise ValueError(
-                f"batch size {config.batch_size} is smaller than the number of processes "
-                f"{dist.world_size}; the batch is split over processes"
-            )
+        check_data_fits(data, config, world_size=dist.world_size)
         self.flow, self.data, self.out = flow.to(dist.device), data, Path(out)
         self.config, self.dist = config, dist
         self.train_x = data.train.to(dist.device)  # once: batches are then gathered on the device
         self.spec = dict(spec or {"model": "custom", "dataset": data.name})
+        self._probe()
         self.model: nn.Module = _NegativeLogLikelihood(self.flow)
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -174,16 +126,39 @@ class Trainer:
             seed=config.seed, drop_last=True,
         )
         self.steps_per_epoch = max(1, len(self.sampler) // self.local_batch)
-        total = config.epochs * self.steps_per_epoch
-        self.max_total_steps = min(total, config.max_steps) if config.max_steps else total
-        self.total_steps = self.max_total_steps
-        self.calibrated = config.time_budget_s is None  # else: set the length from measured speed
+        caps = [c for c in (config.epoch_cap and config.epoch_cap * self.steps_per_epoch,
+                            config.max_steps) if c]
+        self.step_cap: int | None = min(caps) if caps else None
+        self.total_steps = self.step_cap or _UNBOUNDED
+        self.calibrated = config.time_budget_s is None  # else: length set from measured speed
         self.step = 0
         self.train_time = 0.0
-        self.checkpoint_path = self.out / "checkpoint.pt"
-        self.last_saved_step: int | None = None
-        self.metrics = MetricsLog(self.out / "metrics.jsonl") if dist.is_main else None
+        self.checkpoints = Checkpointer(self.out / "checkpoint.pt", config, main=dist.is_main)
+        self.log = RunLog(self.out, data, main=dist.is_main, quiet=config.quiet,
+                          title=f"{self.spec['model']} on {data.name}")
+        self._budget: TimeBudget | None = None
+        self._started: float | None = None  # clock time this run() began (None outside run)
         torch.manual_seed(config.seed + _RANK_SEED_STRIDE * dist.rank)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoints.path
+
+    def _probe(self) -> None:
+        """Check the data once, with the layers' input checks on, before the unchecked steps."""
+        x, levels = self.train_x, self.data.levels
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ConfigError(f"the training split of {self.data.name!r} holds NaN or infinite values")
+        if levels is not None and len(x) and not (0 <= int(x.min()) and int(x.max()) <= levels - 1):
+            raise ConfigError(f"the training split of {self.data.name!r} holds values outside "
+                              f"0 … {levels - 1} ({levels} levels): got {x.min()} … {x.max()}")
+        was_training = self.flow.training
+        self.flow.eval()
+        try:
+            with torch.no_grad(), _state.validation(True):
+                self.flow.log_prob(x[:2])
+        finally:
+            self.flow.train(was_training)
 
     def _has_unused_parameters(self) -> bool:
         """Probe: does a backward pass leave some parameter without a gradient? (e.g. the noise
@@ -200,13 +175,7 @@ class Trainer:
 
         The schedule-defining configuration (:data:`SCHEDULE_KEYS`) must match the checkpoint's.
         """
-        saved = checkpoint["config"]
-        clash = [k for k in SCHEDULE_KEYS if k in saved and saved[k] != getattr(self.config, k)]
-        if clash:
-            detail = ", ".join(
-                f"{k}: checkpoint {saved[k]!r}, now {getattr(self.config, k)!r}" for k in clash
-            )
-            raise CheckpointError(f"cannot resume with a different schedule ({detail})")
+        check_same_schedule(checkpoint["config"], self.config)
         self.calibrated = bool(checkpoint.get("calibrated", True))
         if self.config.time_budget_s is not None:
             self.total_steps = int(checkpoint["total_steps"])
@@ -217,7 +186,7 @@ class Trainer:
             )
         load_model_state(self.flow, checkpoint["model"], source=checkpoint.get("path", "checkpoint"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.step = self.last_saved_step = int(checkpoint["step"])
+        self.step = self.checkpoints.last_saved_step = int(checkpoint["step"])
         self.train_time = float(checkpoint.get("train_time_s", 0.0))
         rng = checkpoint.get("rng", {})
         if self.dist.is_main and "torch" in rng:
@@ -226,31 +195,25 @@ class Trainer:
                 torch.cuda.set_rng_state(rng["cuda"], self.dist.device)
         else:
             torch.manual_seed(self.config.seed + _RANK_SEED_STRIDE * self.dist.rank + self.step)
-        self._trim_metrics()
-
-    def _trim_metrics(self) -> None:
-        """Drop records written after the checkpoint (a crash after them), so steps stay unique."""
-        if self.metrics is None or not self.metrics.path.exists():
-            return
-        kept = [r for r in read_jsonl(self.metrics.path) if int(r.get("step", 0)) <= self.step]
-        rewrite_jsonl(self.metrics.path, kept)
+        self.log.trim(self.step)
 
     # ------------------------------------------------------------- checkpoint
-    def save(self) -> None:
-        """Write the checkpoint (rank 0 only), atomically."""
-        if not self.dist.is_main:
-            return
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs (the checkpoint's payload)."""
         epoch, batch = divmod(self.step, self.steps_per_epoch)
         rng = {"torch": torch.get_rng_state()}
         if self.dist.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.dist.device)
-        save_checkpoint(self.checkpoint_path, {
+        return {
             "spec": self.spec, "model": self.flow.state_dict(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "epoch": epoch,
             "batch_in_epoch": batch, "total_steps": self.total_steps, "calibrated": self.calibrated,
-            "config": self.config.to_dict(), "rng": rng, "train_time_s": self.train_time,
-        })
-        self.last_saved_step = self.step
+            "config": self.config.to_dict(), "rng": rng, "train_time_s": self._train_time_now(),
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint (rank 0 only), atomically."""
+        self.checkpoints.save(self.state(), step=self.step, now=time.monotonic())
 
     # ------------------------------------------------------------------ steps
     def lr_at(self, step: int) -> float:
@@ -271,7 +234,8 @@ class Trainer:
         x = self.train_x[index.to(self.train_x.device)]
         set_lr(self.optimizer, self.lr_at(self.step))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(x).mean()
+        with _state.validation(False):
+            loss = self.model(x).mean()
         loss.backward()
         limit = self.config.clip_grad or math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(self.flow.parameters(), limit))
@@ -283,6 +247,9 @@ class Trainer:
             return loss_sum / self.dist.world_size, norm, True, stops > 0
         return value, norm, False, stops > 0
 
+    def _parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.flow.parameters())
+
     # -------------------------------------------------------------------- run
     def run(self, *, stop_after: int | None = None) -> RunResult:
         """Train until the schedule ends, a stop signal arrives, or the loss stops being finite.
@@ -290,213 +257,112 @@ class Trainer:
         ``stop_after=N`` pauses (checkpoint saved, status ``"paused"``) after ``N`` steps of this
         call, e.g. to fit a job's time slot; resuming continues the same schedule.
         """
-        start = time.perf_counter()
-        progress = self._progress()
+        started = self._started = time.perf_counter()
+        if self.config.time_budget_s is not None:
+            self._budget = TimeBudget(self.config.time_budget_s, spent_s=self.train_time,
+                                      cap=self.step_cap)
+            self._budget.start(self.step, started)
+        self.log.open_progress(total=self._shown_total(), initial=self.step)
         try:
-            with _StopSignals() as signals:
-                result = self._loop(signals, progress, stop_after)
+            with StopSignals() as signals:
+                result = self._loop(signals, stop_after)
         finally:
-            self.train_time += time.perf_counter() - start
-            progress.close()
+            self.train_time = self._train_time_now()
+            self._started = None
+            self.log.close_progress()
         if result is not None:
             return result
-        return self._finish(time.perf_counter() - start)
+        wall = time.perf_counter() - started
+        self.save()
+        summary = final_summary(self, wall)
+        message = f"test {summary[f'test_{self.data.metric}']:.4f} {self.log.unit} after {self.step} steps"
+        return RunResult("finished", self.step, message, summary)
 
-    def _loop(self, signals: _StopSignals, progress: Any, stop_after: int | None) -> RunResult | None:
+    def _train_time_now(self) -> float:
+        extra = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self.train_time + extra
+
+    def _shown_total(self) -> int | None:
+        return None if self.total_steps >= _UNBOUNDED else self.total_steps
+
+    def _loop(self, signals: StopSignals, stop_after: int | None) -> RunResult | None:
         window: list[float] = []
         pause_at = self.step + stop_after if stop_after else None
-        last_save = time.monotonic()
-        start, first_step = time.perf_counter(), self.step
+        self.checkpoints.start(time.monotonic())
         while self.step < self.total_steps:
             epoch, first = divmod(self.step, self.steps_per_epoch)
             for index in self.epoch_batches(epoch)[first:]:
-                loss, norm, finite, stop = self._train_step(index, signals.requested)
+                try:
+                    loss, norm, finite, stop = self._train_step(index, signals.requested)
+                except (ValueError, RuntimeError):
+                    if self._parameters_finite():
+                        raise
+                    loss, norm, finite, stop = math.nan, math.nan, False, False
                 if not finite:
                     return self._diverged(loss, norm)
                 self.step += 1
                 window.append(loss)
-                progress.update(1)
-                if not self.calibrated and self.step - first_step >= _CALIBRATION_STEPS:
-                    self._calibrate(time.perf_counter() - start, self.step - first_step, progress)
+                self.log.advance()
+                if self._budget is not None and self._budget.record(self.step, time.perf_counter()):
+                    self._reestimate()
                 if self.step % self.config.log_every == 0 or self.step == self.total_steps:
-                    self._log_train(window, norm, epoch, progress)
+                    self.log.train(step=self.step, epoch=epoch + 1, losses=window, grad_norm=norm,
+                                   lr=self.optimizer.param_groups[0]["lr"])
                     window = []
                 if stop:
                     return self._interrupted()
                 if self.step == pause_at or self.step >= self.total_steps:
                     break
-                if self._checkpoint_due(last_save):
+                if self.checkpoints.due(self.step, time.monotonic()):
                     self.save()
-                    last_save = time.monotonic()
             if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
-                self._end_epoch(epoch, progress)
-                last_save = time.monotonic()
+                self._end_epoch(epoch)
             if self.step == pause_at and self.step < self.total_steps:
                 return self._paused()
         return None
 
-    def _calibrate(self, elapsed: float, steps: int, progress: Any) -> None:
-        """Time budget: fix the schedule's length from the speed of the steps so far (the same
-        on every rank: rank speeds are combined by their maximum step count)."""
-        remaining = self.config.time_budget_s - self.train_time - elapsed
-        more = max(1, int(remaining * steps / elapsed)) if elapsed > 0 else self.max_total_steps
-        total = min(self.step + more, self.max_total_steps)
-        self.total_steps = int(self.dist.max([float(total)])[0])
+    def _reestimate(self) -> None:  # only called with a budget
+        """Time budget: the schedule's length from the recent speed (the same on every rank: the
+        largest estimate wins)."""
+        total = self._budget.estimate(self.step, time.perf_counter())
+        self.total_steps = max(self.step, int(self.dist.max([float(total)])[0]))
         self.calibrated = True
-        progress.total = self.total_steps
-        progress.refresh()
+        self.log.set_total(self.total_steps)
 
-    def _checkpoint_due(self, last_save: float) -> bool:
-        every = self.config.checkpoint_every
-        by_steps = every > 0 and self.step % every == 0
-        return by_steps or time.monotonic() - last_save > 60 * self.config.checkpoint_minutes
-
-    def _end_epoch(self, epoch: int, progress: Any) -> None:
+    def _end_epoch(self, epoch: int) -> None:
         every = self.config.valid_every
         if every and ((epoch + 1) % every == 0 or self.step >= self.total_steps):
             nll = evaluate(self.flow, self.data.valid, batch_size=self._eval_batch(), dist=self.dist)
-            value = nll_to_metric(nll, self.data)
-            self._record(split="valid", step=self.step, epoch=epoch + 1, loss=nll,
-                         **{self.data.metric: value})
-            every_line = max(1, self.config.epochs // 20)  # at most ~20 lines per run
-            if (epoch + 1) % every_line == 0 or self.step >= self.total_steps:
-                self._say(f"epoch {epoch + 1}: validation {value:.4f} {self._unit()}", progress)
+            planned = math.ceil((self._shown_total() or self.step) / self.steps_per_epoch)
+            every_line = max(1, planned // 20)  # at most ~20 lines per run
+            announce = (epoch + 1) % every_line == 0 or self.step >= self.total_steps
+            self.log.valid(step=self.step, epoch=epoch + 1, nll=nll, announce=announce)
         self.save()
 
     def _eval_batch(self) -> int:
         return self.config.eval_batch_size or self.config.batch_size
 
-    def _unit(self) -> str:
-        return "bits/dim" if self.data.metric == "bpd" else "nats"
-
-    # ---------------------------------------------------------------- outputs
-    def _progress(self) -> Any:
-        from tqdm.auto import tqdm
-
-        show = self.dist.is_main and not self.config.quiet and sys.stderr.isatty()
-        return tqdm(total=self.total_steps, initial=self.step, disable=not show, unit="step",
-                    dynamic_ncols=True, file=sys.stderr, desc=f"{self.spec['model']} on {self.data.name}")
-
-    def _say(self, text: str, progress: Any) -> None:
-        """A line for people: through tqdm when its bar is shown, on stderr otherwise."""
-        if not self.dist.is_main or self.config.quiet:
-            return
-        if getattr(progress, "disable", True):
-            print(text, file=sys.stderr, flush=True)
-        else:
-            progress.write(text, file=sys.stderr)
-
-    def _record(self, **record: Any) -> None:
-        if self.metrics is not None:
-            self.metrics.write(**record)
-
-    def _log_train(self, window: list[float], norm: float, epoch: int, progress: Any) -> None:
-        loss = sum(window) / len(window)
-        value = nll_to_metric(loss, self.data)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self._record(split="train", step=self.step, epoch=epoch + 1, loss=loss,
-                     **{self.data.metric: value}, lr=lr, grad_norm=norm)
-        progress.set_postfix({self.data.metric: f"{value:.4f}", "lr": f"{lr:.2e}"}, refresh=False)
-
+    # ---------------------------------------------------------------- endings
     def _diverged(self, loss: float, norm: float) -> RunResult:
-        kept = "no checkpoint had been written yet"
-        if self.last_saved_step is not None:
-            kept = (f"the last good checkpoint, {self.checkpoint_path} (step {self.last_saved_step}), "
-                    "is left untouched")
         message = (
             f"training stopped: the loss or its gradient became non-finite at step {self.step + 1} "
             f"(epoch {self.step // self.steps_per_epoch + 1}; loss {loss}, gradient norm {norm} "
-            f"on rank {self.dist.rank}); the step was not applied and {kept}. "
+            f"on rank {self.dist.rank}); the step was not applied and {self.checkpoints.kept()}. "
             "Try a lower --lr or gradient clipping (--clip-grad)."
         )
-        self._record(split="error", step=self.step, message=message)
+        self.log.record(split="error", step=self.step, message=message)
         return RunResult("diverged", self.step, message)
 
     def _interrupted(self) -> RunResult:
         self.save()
-        message = (f"interrupted at step {self.step} of {self.total_steps}; checkpoint saved to "
+        of = self._shown_total() or "an open number"
+        message = (f"interrupted at step {self.step} of {of}; checkpoint saved to "
                    f"{self.checkpoint_path}; continue with --resume {self.out}")
         return RunResult("interrupted", self.step, message)
 
     def _paused(self) -> RunResult:
         self.save()
-        message = (f"paused after step {self.step} of {self.total_steps}; checkpoint saved to "
-                   f"{self.checkpoint_path}; continue with --resume {self.out}")
+        of = self._shown_total() or "an open number"
+        message = (f"paused after step {self.step} of {of}; "
+                   f"checkpoint saved to {self.checkpoint_path}; continue with --resume {self.out}")
         return RunResult("paused", self.step, message)
-
-    def _finish(self, wall: float) -> RunResult:
-        """Final checkpoint, test (and validation) metrics, figures and ``summary.json``."""
-        self.save()
-        eval_kw = {"batch_size": self._eval_batch(), "dist": self.dist}
-        metric, data = self.data.metric, self.data
-        summary: dict[str, Any] = {
-            "model": self.spec.get("model"), "dataset": data.name, "metric": metric,
-            f"test_{metric}": nll_to_metric(evaluate(self.flow, data.test, **eval_kw), data),
-            f"valid_{metric}": nll_to_metric(evaluate(self.flow, data.valid, **eval_kw), data),
-            "bound": "exact" if self.flow.exact else "ELBO: an upper bound on the true metric",
-        }
-        if self.config.eval_samples:
-            k = self.config.eval_samples
-            iw = evaluate(self.flow, data.test, num_samples=k, **eval_kw)
-            summary.update({f"test_iw_{metric}": nll_to_metric(iw, data), "eval_samples": k})
-        summary.update({
-            "parameters": parameter_count(self.flow), "steps": self.step,
-            "epochs": round(self.step / self.steps_per_epoch, 3), "time_budget_s": self.config.time_budget_s,
-            "train_time_s": round(self.train_time, 3), "wall_time_s": round(wall, 3),
-            "device": str(self.dist.device), "world_size": self.dist.world_size,
-            "checkpoint": str(self.checkpoint_path), "data_shape": list(data.shape),
-        })
-        if self.dist.enabled:
-            summary["ranks_in_sync"] = self._ranks_in_sync()
-        if self.dist.is_main:
-            tests = {k: v for k, v in summary.items() if k.startswith("test_")}
-            self._record(split="test", step=self.step, **tests)
-            summary["figures"] = self._figures()
-            write_json(self.out / "summary.json", summary)
-        self.dist.barrier()
-        unit = self._unit()
-        message = f"test {summary[f'test_{metric}']:.4f} {unit} after {self.step} steps"
-        return RunResult("finished", self.step, message, summary)
-
-    def _ranks_in_sync(self) -> bool:
-        """Whether every DDP rank holds the same parameters (checksums compared across ranks)."""
-        flat = torch.cat([p.detach().reshape(-1).double() for p in self.flow.parameters()])
-        sums = [float(flat.sum()), float(flat.square().sum())]
-        highest = self.dist.max(sums)
-        lowest = [-v for v in self.dist.max([-v for v in sums])]
-        return highest == lowest
-
-    def _figures(self) -> dict[str, str]:
-        """Write the run's PNGs; a plotting failure is reported, never fatal (the run is saved)."""
-        if not self.config.plots:
-            return {}
-        from survae_flowify.training import plots
-
-        flow, data, out, figures = self.flow, self.data, self.out, {}
-        flow.eval()
-        try:
-            figures["loss"] = str(plots.save_loss_curve(read_jsonl(self.metrics.path), out / "loss.png",
-                                                        metric=data.metric))
-            n = self.config.plot_samples
-            if data.kind == "image":
-                figures["samples"] = str(plots.save_sample_grids(flow, out / "samples.png", n=n,
-                                                                 levels=data.levels))
-                x = data.test[:min(n, 32)].to(self.dist.device)
-                figures["reconstructions"] = str(plots.save_reconstructions(
-                    flow, x, out / "reconstructions.png", levels=data.levels))
-            elif data.shape == (2,):
-                from survae_flowify.data import TOY_BOUND
-
-                figures["density"] = str(plots.save_density_map(
-                    flow, data.test, out / "density.png", bound=TOY_BOUND,
-                    num_samples=self.config.eval_samples))
-            else:
-                with torch.no_grad():
-                    samples = flow.sample(min(len(data.test), 2000))
-                figures["samples"] = str(plots.save_scatter(
-                    out / "samples.png", [("data", data.test[:2000]), ("model samples", samples)]))
-        except Exception as err:  # figures are a convenience: report and keep the run's results
-            print(f"warning: could not draw the figures ({type(err).__name__}: {err})", file=sys.stderr)
-        finally:
-            flow.train()
-        return figures

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,14 @@ __all__ = ["MetricsLog", "atomic_write", "read_jsonl", "rewrite_jsonl", "write_j
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file in the same directory, flush
-    it to disk, then ``os.replace`` it: readers see the old file or the new one, never a torn one."""
+    it to disk, then ``os.replace`` it: readers see the old file or the new one, never a torn one.
+
+    The file gets the permissions of any file this process creates (``0o666`` less the umask),
+    like the run's other outputs, not the ``0o600`` of :func:`tempfile.mkstemp`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
@@ -26,8 +30,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new, exclusively created file beside ``path``; the kernel applies the umask to ``0o666``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # a name drawn twice: draw again
+            continue
 
 
 def _clean(value: Any) -> Any:

@@ -113,3 +113,18 @@ def test_json_records(tmp_path):
     with open(tmp_path / "m.jsonl", "a") as f:
         f.write('{"step": 3, "lo')  # a torn line from a crash
     assert read_jsonl(tmp_path / "m.jsonl") == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o027])
+def test_atomic_files_honour_the_umask(tmp_path, umask):
+    import os
+
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        save_checkpoint(tmp_path / "c.pt", _payload(torch.nn.Linear(2, 2)))
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "c.pt"]  # no temporaries left

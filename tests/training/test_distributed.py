@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from survae_flowify.cli import _flow_from_checkpoint, _load_data
+from survae_flowify.cli import runs
 from survae_flowify.training import evaluate, load_checkpoint, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +45,9 @@ def test_two_process_training_end_to_end(tmp_path):
 
     # the sharded, all-reduced test metric equals a single-process evaluation of the checkpoint
     checkpoint = load_checkpoint(out)
-    flow = _flow_from_checkpoint(checkpoint, torch.device("cpu"))
+    flow = runs.flow_from_checkpoint(checkpoint, torch.device("cpu"))
     assert flow.exact  # deterministic log-likelihood: the comparison is exact up to rounding
-    data = _load_data(checkpoint["spec"], None)
+    data = runs.load_data(checkpoint["spec"], None)
     assert len(data.test) == 512
     assert summary["test_nats"] == pytest.approx(evaluate(flow, data.test), rel=1e-5)
 

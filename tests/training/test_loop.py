@@ -14,6 +14,7 @@ from survae_flowify.data import DataSplits, load_digits, sample_toy
 from survae_flowify.testing import perturb_parameters
 from survae_flowify.training import (
     CheckpointError,
+    ConfigError,
     TrainConfig,
     Trainer,
     cosine_lr,
@@ -224,15 +225,66 @@ def test_time_budget_sets_the_schedule_length_and_survives_resume(tmp_path):
     data = _digits()
     config = _config(epochs=10000, time_budget_s=3.0)
     trainer = Trainer(_flow(data), data, tmp_path, config)
-    result = trainer.run(stop_after=25)  # the schedule's length is fixed after 20 timed steps
+    result = trainer.run(stop_after=25)  # estimated every 10 steps from the recent speed
     assert result.status == "paused"
     total = trainer.total_steps
     assert 25 < total < 10000 * trainer.steps_per_epoch
     checkpoint = load_checkpoint(tmp_path)
     assert checkpoint["calibrated"] and checkpoint["total_steps"] == total
+    assert 0 < checkpoint["train_time_s"] < 3.0
     again = Trainer(_flow(data), data, tmp_path, config)
     again.restore(checkpoint)
     assert again.total_steps == total and again.lr_at(25) == cosine_lr(25, total, config.lr)
     finished = again.run()
-    assert finished.status == "finished" and finished.step == total
+    assert finished.status == "finished" and finished.step == again.total_steps
     assert finished.summary["train_time_s"] < 60  # about the budget, not 10000 epochs
+
+
+class _FakeClock:
+    """``time.perf_counter``/``time.monotonic`` stand-in that moves only when a step is taken."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SlowStartTrainer(Trainer):
+    """Each step costs ``seconds(step)`` on the fake clock: the first 20 steps are 10× slower,
+    as on a machine that was loaded while a time budget was being calibrated."""
+
+    clock: _FakeClock
+
+    def _train_step(self, index, stop):
+        self.clock.now += 0.5 if self.step < 20 else 0.05
+        return super()._train_step(index, stop)
+
+
+def test_time_budget_uses_at_least_90_percent_and_is_not_capped_by_default_epochs(tmp_path,
+                                                                                  monkeypatch):
+    import time
+
+    clock = _FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    monkeypatch.setattr(time, "monotonic", clock)
+    data = _digits()  # 3 steps per epoch: the default 10 epochs would be 30 steps
+    config = TrainConfig(batch_size=32, lr=1e-2, quiet=True, plots=False, time_budget_s=30.0)
+    trainer = _SlowStartTrainer(_flow(data), data, tmp_path, config)
+    trainer.clock = clock
+    result = trainer.run()
+    assert result.status == "finished"
+    trained = result.summary["train_time_s"]
+    assert 0.9 * 30.0 <= trained <= 30.0 + 0.5, (trained, result.step)
+    assert result.step > 30  # more than the default 10 epochs
+
+
+def test_data_that_cannot_train_is_refused_before_the_first_step(tmp_path):
+    d = _digits()
+    empty_test = DataSplits("digits", "image", d.train, d.valid, d.test[:0], levels=17)
+    with pytest.raises(ConfigError, match="too small to train on: train 96, valid 40, test 0"):
+        Trainer(_flow(d), empty_test, tmp_path, _config())
+    out_of_range = DataSplits("digits", "image", d.train.clone().fill_(17), d.valid, d.test, levels=17)
+    with pytest.raises(ConfigError, match="outside 0 … 16"):
+        Trainer(_flow(d), out_of_range, tmp_path, _config())
+    assert not (tmp_path / "metrics.jsonl").exists()
