@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch 2.13.0 is the CPU build on this project's machines; with a GPU, pip picks a CUDA build.
 TORCH_CPU_SPEC ?= torch==2.13.0
-TORCH_GPU_SPEC ?= torch>=2.2
+TORCH_GPU_SPEC ?= torch>=2.3
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_SPEC := $(if $(HAS_GPU),$(TORCH_GPU_SPEC),$(TORCH_CPU_SPEC))
 STAMP := $(VENV)/.installed
