@@ -103,7 +103,7 @@ class StandardNormalDensity(InverseDensity):
         return zero, zero
 
     def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
-        return -0.5 * d.flatten(1).square().sum(1) - _HALF_LOG_2PI * d[0].numel()
+        return -0.5 * d.flatten(1).square().sum(1) - _HALF_LOG_2PI * math.prod(d.shape[1:])
 
 
 class DiagonalNormalDensity(InverseDensity):

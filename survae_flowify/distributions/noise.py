@@ -60,7 +60,7 @@ class Noise(nn.Module):
 
     def log_prob(self, u: Tensor) -> Tensor:
         """``log q(u)`` summed per sample (``−inf`` outside the support of uniform noise)."""
-        m = u[0].numel()
+        m = math.prod(u.shape[1:])
         log_scale = self.log_scale.to(u.dtype)
         if self.kind == "normal":
             eps = u * torch.exp(-log_scale)

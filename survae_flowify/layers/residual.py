@@ -77,7 +77,7 @@ class AddHalves(InferenceSurjection):
         a, b = x.chunk(2, dim=1)
         z = a + b
         d = (a - b) * math.sqrt(0.5)
-        log_det = x.new_full((x.shape[0],), _HALF_LOG_2 * z[0].numel())
+        log_det = x.new_full((x.shape[0],), _HALF_LOG_2 * math.prod(z.shape[1:]))
         return z, log_det + self.inverse_density.log_prob(d, z)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:

@@ -36,9 +36,14 @@ class NflowsBijection(Bijection):
         return self._shape
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[0] == 0:  # nflows' reshapes fail on B = 0: run one dummy row, keep none
+            z, logabsdet = self.transform(x.new_zeros(1, *x.shape[1:]))
+            return z[:0], logabsdet[:0].to(x.dtype)
         z, logabsdet = self.transform(x)
         return z, logabsdet.to(x.dtype)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        if z.shape[0] == 0:
+            return self.transform.inverse(z.new_zeros(1, *z.shape[1:]))[0][:0]
         x, _ = self.transform.inverse(z)
         return x

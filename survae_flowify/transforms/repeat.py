@@ -58,17 +58,17 @@ class Repeat(GenerativeSurjection):
         return (self.copies * self._in[0], *self._in[1:])
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        b, n, d = x.shape[0], self.copies, x[0].numel()
+        b, n, d = x.shape[0], self.copies, math.prod(x.shape[1:])
         stacked = x.unsqueeze(1).expand(b, n, *x.shape[1:])
         log_det = x.new_full((b,), 0.5 * d * math.log(n))
         if not _state.noise_enabled():
-            return stacked.reshape(b, -1, *x.shape[2:]), log_det
+            return stacked.reshape(b, n * x.shape[1], *x.shape[2:]), log_det
         log_scale = self.log_scale.to(x.dtype)
         u = sample_repeat_noise(tuple(stacked.shape), 1, log_scale, self.kind, x)
         sq = u.square().sum(1).reshape(b, d)
         m = x.new_full((d,), n - 1)
         log_q = log_q_orthogonal(sq, m, log_scale, self.kind)
-        return (stacked + u).reshape(b, -1, *x.shape[2:]), log_det - log_q
+        return (stacked + u).reshape(b, n * x.shape[1], *x.shape[2:]), log_det - log_q
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         b = z.shape[0]

@@ -65,7 +65,7 @@ class Flatten(Bijection):
         return None if self.shape is None else (math.prod(self.shape),)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
+        return x.reshape(x.shape[0], math.prod(x.shape[1:])), x.new_zeros(x.shape[0])
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         if self.shape is None:
