@@ -29,10 +29,10 @@ from typing import Any
 
 from torch import nn
 
+from survae_flowify import _checks
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import Transform
 from survae_flowify.layers.linear import Linear
-from survae_flowify.transforms._shapes import event_shape
 from survae_flowify.transforms.activations import LeakyReLU
 from survae_flowify.transforms.structure import Flatten
 
@@ -95,8 +95,8 @@ def flowify(
     become nested ones. Raises ``ValueError`` naming the layer (its path, e.g. ``'2.1'``) that
     cannot be converted, with the invertible alternative when there is one.
     """
-    shape = None if input_shape is None else event_shape("flowify: input_shape", input_shape)
-    ctx = {"keep_weights": bool(keep_weights), **layer_kwargs}
+    shape = None if input_shape is None else _checks.shape("flowify", "input_shape", input_shape)
+    ctx = {"keep_weights": _checks.boolean("flowify", "keep_weights", keep_weights), **layer_kwargs}
     if isinstance(module, nn.Sequential):
         converted, _ = _convert_sequential(module, "", shape, ctx)
         return converted

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from torch import Tensor
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import Shape, Transform, check_input
 
 __all__ = ["Sequential", "entry_layer", "exit_layer"]
@@ -104,6 +104,8 @@ class Sequential(Transform):
         if _state.validation_enabled():
             last = exit_layer(self)
             check_input(last, z, last.out_shape, what="z", reference=self)
+            if not isinstance(mean, bool):
+                _checks.boolean("Sequential.inverse", "mean", mean)
         with _state.inside_call():
             for t in reversed(list(self)):
                 z = t.inverse(z, mean=mean)

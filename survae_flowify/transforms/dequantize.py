@@ -42,15 +42,20 @@ class Dequantize(GenerativeSurjection):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         xf = x if x.is_floating_point() else x.to(self._anchor.dtype)
         if _state.validation_enabled() and xf.device.type != "meta":
-            self._check_values(xf)
+            self._check_values(x, xf)
         u = torch.rand_like(xf) if _state.noise_enabled() else torch.full_like(xf, 0.5)
         d = math.prod(xf.shape[1:])
         contribution = xf.new_full((xf.shape[0],), -d * math.log(self.levels))
         return (xf + u) / self.levels, contribution
 
-    def _check_values(self, x: Tensor) -> None:
-        """Whole numbers in ``[0, L−1]``; one device sync, and a second only to explain a failure."""
-        bad = (x < 0) | (x > self.levels - 1) | (x != torch.floor(x))
+    def _check_values(self, x: Tensor, xf: Tensor) -> None:
+        """Whole numbers in ``[0, L−1]``; one device sync, and a second only to explain a failure.
+
+        ``x`` is the input as given (its values name the culprit), ``xf`` its floating copy.
+        """
+        bad = (xf < 0) | (xf > self.levels - 1)
+        if x.is_floating_point():
+            bad = bad | (xf != torch.floor(xf))
         if not bool(bad.any()):
             return
         first = x[bad][0].item()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import Bijection, Shape
-from survae_flowify.transforms._shapes import event_shape
 
 __all__ = ["NflowsBijection"]
 
@@ -25,7 +25,7 @@ class NflowsBijection(Bijection):
                 f"NflowsBijection: expected an nflows Transform, got {type(transform).__name__}"
             )
         self.transform = transform
-        self._shape = None if shape is None else event_shape("NflowsBijection", shape)
+        self._shape = None if shape is None else _checks.shape("NflowsBijection", "shape", shape)
 
     @property
     def in_shape(self) -> Shape | None:

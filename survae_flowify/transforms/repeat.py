@@ -7,10 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import NoiseKind, check_noise_kind
-from survae_flowify.transforms._shapes import event_shape
+from survae_flowify.distributions.noise import NOISE_KINDS, NoiseKind
 from survae_flowify.transforms.orthogonal import log_q_orthogonal, sample_repeat_noise
 
 __all__ = ["Repeat"]
@@ -35,12 +34,11 @@ class Repeat(GenerativeSurjection):
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self._in = event_shape("Repeat", in_shape)
-        if not (isinstance(copies, int) and copies >= 2):
-            raise ValueError(f"Repeat: copies must be an int >= 2, got {copies!r}")
-        self.copies = copies
-        self.kind = check_noise_kind("Repeat", noise)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self._in = _checks.shape("Repeat", "in_shape", in_shape)
+        self.copies = _checks.integer("Repeat", "copies", copies, minimum=2)
+        self.kind = _checks.choice("Repeat", "noise", noise, NOISE_KINDS)
+        scale = _checks.positive_float("Repeat", "init_scale", init_scale)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
 
     def extra_repr(self) -> str:
         return f"in_shape={self._in}, copies={self.copies}, noise={self.kind!r}"
