@@ -50,8 +50,7 @@ def _normal_log_prob(d: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
 def _check_shapes(drop_shape: tuple, context_shape: tuple) -> None:
     """Open (``None``) sizes are allowed after the channel dimension, where the context has one too."""
     for name, shape in (("drop_shape", drop_shape), ("context_shape", context_shape)):
-        if not shape or not all(s is None or (isinstance(s, int) and s > 0) for s in shape):
-            raise ValueError(f"inverse density: {name} must hold positive ints or None, got {shape}")
+        _checks.shape("inverse density", name, shape, allow_none=True)
         if shape[0] is None:
             raise ValueError(f"inverse density: the channel size of {name} must be given, got {shape}")
     for i, size in enumerate(drop_shape):
