@@ -12,7 +12,8 @@ from torch import nn
 
 import survae_flowify as ffn
 from survae_flowify.distributions import ConditionalNormal, Noise, make_inverse_density
-from survae_flowify.layers.residual import AddHalves
+from survae_flowify.layers.residual import AddHalves, Branch
+from survae_flowify.testing import perturb_parameters
 
 
 def _flow() -> ffn.Flow:
@@ -118,6 +119,12 @@ BAD: dict[str, tuple[Callable[[], Any], str]] = {
     "flowify_keep_weights": (lambda: ffn.flowify(nn.Sequential(nn.Linear(2, 2)), keep_weights="yes"),
                              r"flowify: keep_weights must be True or False, got 'yes'"),
     "flatten_bool": (lambda: ffn.Flatten(True), r"Flatten: shape must be .*got True"),
+    "branch_f": (lambda: Branch(nn.Linear(2, 2), (2,)), r"Branch: f must be a survae_flowify Transform"),
+    "branch_shape": (lambda: Branch(ffn.LeakyReLU(), (0,)), r"Branch: shape must be .*got \(0,\)"),
+    "perturb_scale": (lambda: perturb_parameters(nn.Linear(2, 2), scale=_NAN),
+                      r"perturb_parameters: scale must be a finite number >= 0.*got nan"),
+    "perturb_seed": (lambda: perturb_parameters(nn.Linear(2, 2), seed=1.5),
+                     r"perturb_parameters: seed must be an int >= 0, got 1\.5"),
 }
 
 

@@ -100,8 +100,10 @@ class Branch(Transform):
 
     def __init__(self, f: Transform, shape: tuple[int, ...]) -> None:
         super().__init__()
+        if not isinstance(f, Transform):
+            raise TypeError(f"Branch: f must be a survae_flowify Transform, got {type(f).__name__}")
         self.f = f
-        self._half = tuple(shape)
+        self._half = _checks.shape("Branch", "shape", shape)
 
     def extra_repr(self) -> str:
         return f"shape={self._half}"
