@@ -166,14 +166,10 @@ class Flow(nn.Module):
 
         ``print(flow.breakdown(x))`` prints a table; the total equals ``log_prob(x).mean()``
         (for one noise draw). Rows are named by the layers' paths in the transform (numbers,
-        or the names given to :class:`Sequential`).
+        or the names given to :class:`Sequential`). For an empty batch every mean is NaN (a mean
+        over no sample, as ``torch.mean`` gives), while names and output shapes are still shown.
         """
         self._check_x(x)
-        if isinstance(x, Tensor) and x.shape[0] == 0:
-            raise ValueError(
-                f"Flow.breakdown: needs at least one sample to average over, got x of shape "
-                f"{tuple(x.shape)}"
-            )
         rows = []
         total = 0.0
         z = x
