@@ -68,6 +68,10 @@ class Flow(nn.Module):
     ``log p(x) ≥ log p_base(z) + V(x, z)`` with equality when :attr:`exact`.
     ``base`` is :class:`StandardNormal`, :class:`DiagonalNormal` or any module with
     ``log_prob(z) -> (B,)`` and ``sample(n)``.
+
+    Every call checks its input once, at the entry (shape, dtype and device against the flow's
+    parameters, finiteness); what the layers compute inside is not checked again, so a
+    numerical blow-up shows as a non-finite log-probability, not as an error.
     """
 
     def __init__(self, base: nn.Module, transform: Transform) -> None:
