@@ -29,10 +29,10 @@ from typing import Any
 
 from torch import nn
 
+from survae_flowify import _checks
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import Transform
 from survae_flowify.layers.linear import Linear
-from survae_flowify.transforms._shapes import event_shape
 from survae_flowify.transforms.activations import LeakyReLU
 from survae_flowify.transforms.structure import Flatten
 
@@ -91,12 +91,13 @@ def flowify(
         layer_kwargs: passed to every flowified ``Linear`` and ``Conv2d`` (``inverse_density``,
             ``noise``, ``rotation``, ...).
 
-    Returns an :class:`~survae_flowify.algebra.sequential.Sequential`; nested ``nn.Sequential``
-    become nested ones. Raises ``ValueError`` naming the layer (its path, e.g. ``'2.1'``) that
-    cannot be converted, with the invertible alternative when there is one.
+    Returns an :class:`~survae_flowify.algebra.sequential.Sequential` whose parts keep the
+    network's names (``nn.Identity`` layers are dropped, so numbers may skip); nested
+    ``nn.Sequential`` become nested ones. Raises ``ValueError`` naming the layer (its path, e.g.
+    ``'2.1'``) that cannot be converted, with the invertible alternative when there is one.
     """
-    shape = None if input_shape is None else event_shape("flowify: input_shape", input_shape)
-    ctx = {"keep_weights": bool(keep_weights), **layer_kwargs}
+    shape = None if input_shape is None else _checks.shape("flowify", "input_shape", input_shape)
+    ctx = {"keep_weights": _checks.boolean("flowify", "keep_weights", keep_weights), **layer_kwargs}
     if isinstance(module, nn.Sequential):
         converted, _ = _convert_sequential(module, "", shape, ctx)
         return converted
@@ -107,13 +108,15 @@ def flowify(
 def _convert_sequential(
     module: nn.Sequential, prefix: str, shape: EventShape, ctx: dict[str, Any]
 ) -> tuple[Sequential, EventShape]:
-    parts = []
+    parts: dict[str, Transform] = {}
     for name, child in module.named_children():
         path = f"{prefix}.{name}" if prefix else name
         part, shape = _convert(child, path, shape, ctx)
         if part is not None:
-            parts.append(part)
-    return Sequential(*parts), shape
+            parts[name] = part
+    # The network's own names (numbers or an OrderedDict's keys) name the flowified parts, so
+    # breakdown rows and state_dict keys match the original network.
+    return Sequential(parts), shape
 
 
 def _convert(

@@ -163,3 +163,25 @@ def test_float32_and_float64_and_no_promotion() -> None:
         with torch.no_grad():
             assert flow.log_prob(x).dtype == dtype
             assert flow.sample(2).dtype == dtype
+
+
+def test_sequential_takes_named_parts_and_breakdown_shows_the_names() -> None:
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    encoder = ffn.Sequential(first=ffn.LeakyReLU(0.5), second=ffn.Augment(2, 1))
+    model = ffn.Sequential(OrderedDict([("encoder", encoder), ("head", ffn.Slice(3, 2))]))
+    assert model["head"] is model[1] and model["encoder"]["second"] is encoder[1]
+    assert list(dict(model.named_children())) == ["encoder", "head"]
+    flow = ffn.Flow(ffn.StandardNormal(2), model)
+    x = torch.randn(5, 2)
+    names = [r[0] for r in flow.breakdown(x).rows]
+    assert names == ["encoder.first", "encoder.second", "head", "base"]
+    assert "encoder.second" in str(flow.breakdown(x))
+    assert "transform.encoder.second.noise.log_scale" in flow.state_dict()
+    with pytest.raises(KeyError, match=r"no part named 'tail'; parts: encoder, head"):
+        model["tail"]
+    with pytest.raises(TypeError, match="not both"):
+        ffn.Sequential(ffn.LeakyReLU(), b=ffn.LeakyReLU())
+    with pytest.raises(TypeError, match=r"part 'b' is ReLU"):
+        ffn.Sequential(a=ffn.LeakyReLU(), b=torch.nn.ReLU())

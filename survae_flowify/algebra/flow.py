@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from survae_flowify.algebra.sequential import Sequential
+from survae_flowify import _checks, _state
+from survae_flowify.algebra.sequential import entry_layer
 from survae_flowify.algebra.transform import Transform, check_input
 
 __all__ = ["AugmentationGap", "Breakdown", "Flow"]
@@ -61,19 +62,16 @@ class Breakdown:
         return "\n".join(out)
 
 
-def _entry_layer(transform: Transform) -> Transform:
-    """The first leaf layer, so that input errors name the layer that rejects the input."""
-    while isinstance(transform, Sequential) and len(transform):
-        transform = transform[0]
-    return transform
-
-
 class Flow(nn.Module):
     """The density ``p(x)`` defined by ``z = transform(x)`` with ``z ~ base``.
 
     ``log p(x) ≥ log p_base(z) + V(x, z)`` with equality when :attr:`exact`.
     ``base`` is :class:`StandardNormal`, :class:`DiagonalNormal` or any module with
     ``log_prob(z) -> (B,)`` and ``sample(n)``.
+
+    Every call checks its input once, at the entry (shape, dtype and device against the flow's
+    parameters, finiteness); what the layers compute inside is not checked again, so a
+    numerical blow-up shows as a non-finite log-probability, not as an error.
     """
 
     def __init__(self, base: nn.Module, transform: Transform) -> None:
@@ -91,6 +89,14 @@ class Flow(nn.Module):
     def exact(self) -> bool:
         """True when every layer's contribution is exact (no generative surjection)."""
         return self.transform.exact
+
+    def _check_x(self, x: Tensor) -> None:
+        """The input check of every call, once, naming the layer that takes ``x``."""
+        if not _state.validation_enabled():
+            return
+        entry = entry_layer(self.transform)
+        check_input(entry, x, entry.in_shape, what="x", integer_ok=entry.accepts_integer,
+                    reference=self)
 
     def _elbo(self, x: Tensor) -> Tensor:
         z, contribution = self.transform(x)
@@ -114,65 +120,70 @@ class Flow(nn.Module):
         ``num_samples=K`` the importance-weighted bound ``log (1/K) Σ_k exp(ELBO_k)``, computed
         ``chunk_size`` draws at a time.
         """
-        entry = _entry_layer(self.transform)
-        check_input(entry, x, entry.in_shape, what="x", integer_ok=entry.accepts_integer)
-        if num_samples is None:
-            return self._elbo(x)
-        k = self._check_k(num_samples)
-        if not self.transform.stochastic_forward:
-            return self._elbo(x)  # every draw would be the same
-        terms = self._elbo_samples(x, k, chunk_size)
-        return torch.logsumexp(terms, 0) - math.log(k)
-
-    @staticmethod
-    def _check_k(num_samples: int) -> int:
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        return num_samples
+        if num_samples is not None:
+            _checks.positive_int("Flow.log_prob", "num_samples", num_samples)
+        _checks.positive_int("Flow.log_prob", "chunk_size", chunk_size)
+        self._check_x(x)
+        with _state.inside_call():
+            if num_samples is None or not self.transform.stochastic_forward:
+                return self._elbo(x)  # without noise every draw would be the same
+            terms = self._elbo_samples(x, num_samples, chunk_size)
+        return torch.logsumexp(terms, 0) - math.log(num_samples)
 
     def augmentation_gap(
         self, x: Tensor, *, num_samples: int, chunk_size: int = 64
     ) -> AugmentationGap:
         """Estimated gap between the IW bound and the ELBO, per sample (see :class:`AugmentationGap`)."""
-        k = self._check_k(num_samples)
-        terms = self._elbo_samples(x, k, chunk_size)
+        k = _checks.positive_int("Flow.augmentation_gap", "num_samples", num_samples)
+        _checks.positive_int("Flow.augmentation_gap", "chunk_size", chunk_size)
+        self._check_x(x)
+        with _state.inside_call():
+            terms = self._elbo_samples(x, k, chunk_size)
         elbo = terms.mean(0)
         iw = torch.logsumexp(terms, 0) - math.log(k)
         return AugmentationGap(iw - elbo, elbo, iw, k, bool(self.transform.bounded_noise))
 
     def bits_per_dim(self, x: Tensor, *, num_samples: int | None = None) -> Tensor:
         """``−log p(x) / (D ln 2)`` per sample, ``D`` the number of data dimensions."""
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])
         return -self.log_prob(x, num_samples=num_samples) / (d * math.log(2))
 
     def sample(self, n: int, *, mean: bool = False) -> Tensor:
         """``n`` samples. ``mean=True`` inverts every stochastic inverse by its mean (appendix E)."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"Flow.sample: n must be a positive int, got {n!r}")
-        z = self.base.sample(n)
-        return self.transform.inverse(z, mean=mean)
+        _checks.positive_int("Flow.sample", "n", n)
+        _checks.boolean("Flow.sample", "mean", mean)
+        with _state.inside_call():  # z comes from the base, not from a user: no entry checks
+            z = self.base.sample(n)
+            return self.transform.inverse(z, mean=mean)
 
     def reconstruct(self, x: Tensor, *, mean: bool = True) -> Tensor:
         """``inverse(forward(x))``: exact for bijections, lossy through inference surjections."""
-        z, _ = self.transform(x)
-        return self.transform.inverse(z, mean=mean)
+        _checks.boolean("Flow.reconstruct", "mean", mean)
+        self._check_x(x)
+        with _state.inside_call():
+            z, _ = self.transform(x)
+            return self.transform.inverse(z, mean=mean)
 
     @torch.no_grad()
     def breakdown(self, x: Tensor) -> Breakdown:
         """Where the nats go: each layer's mean contribution and the base term.
 
         ``print(flow.breakdown(x))`` prints a table; the total equals ``log_prob(x).mean()``
-        (for one noise draw).
+        (for one noise draw). Rows are named by the layers' paths in the transform (numbers,
+        or the names given to :class:`Sequential`). For an empty batch every mean is NaN (a mean
+        over no sample, as ``torch.mean`` gives), while names and output shapes are still shown.
         """
+        self._check_x(x)
         rows = []
         total = 0.0
         z = x
-        for name, layer, z, c in self.transform.trace(x):
-            kind = "exact" if layer.exact else "bound"
-            value = float(c.mean())
-            total += value
-            rows.append((name or type(layer).__name__, type(layer).__name__, kind, value,
-                         tuple(z.shape[1:])))
-        base = float(self.base.log_prob(z).mean())
+        with _state.inside_call():
+            for name, layer, z, c in self.transform.trace(x):
+                kind = "exact" if layer.exact else "bound"
+                value = float(c.mean())
+                total += value
+                rows.append((name or type(layer).__name__, type(layer).__name__, kind, value,
+                             tuple(z.shape[1:])))
+            base = float(self.base.log_prob(z).mean())
         rows.append(("base", type(self.base).__name__, "exact", base, tuple(z.shape[1:])))
         return Breakdown(tuple(rows), total + base)

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 
 __all__ = [
     "Bijection",
@@ -37,8 +37,6 @@ __all__ = [
 
 Shape = tuple[int | None, ...]
 """An event shape; ``None`` marks a size that may vary (e.g. image height)."""
-
-_FINITE_CHECK = [True]
 
 
 def _fmt(shape: Sequence[int | None] | None) -> str:
@@ -54,18 +52,26 @@ def check_input(
     *,
     what: str,
     integer_ok: bool = False,
+    reference: nn.Module | None = None,
 ) -> None:
-    """Raise ``ValueError`` naming ``layer`` unless ``t`` has shape ``(B, *expected)``.
+    """Raise ``ValueError`` naming ``layer`` unless ``t`` is a valid input.
 
-    ``expected=None`` accepts any shape with at least one (batch) dimension. Non-finite values
-    are rejected at the top level of a call (composites check once for all their parts).
+    Always (while validation is on): ``t`` is a tensor of shape ``(B, *expected)``
+    (``expected=None`` accepts any shape with a batch dimension), floating-point, or a real
+    integer type when ``integer_ok``. At the entry of a call only (a composite's parts skip
+    it, see :func:`survae_flowify._state.inside_call`): a floating ``t`` has the dtype of the
+    parameters of ``reference`` (default ``layer``), ``t`` lies on their device, and it holds
+    no NaN or infinity (not checked on ``meta`` tensors, which hold no values). Integer input
+    follows no parameter dtype: the layer that takes it (``Dequantize``) converts it.
     """
     if not _state.validation_enabled():
         return
     if not isinstance(t, Tensor):
         raise TypeError(f"{_describe(layer)}: {what} must be a torch.Tensor, got {type(t).__name__}")
-    if not (t.is_floating_point() or integer_ok):
-        raise ValueError(f"{_describe(layer)}: {what} must be a floating-point tensor, got dtype {t.dtype}")
+    floating = t.is_floating_point()
+    if not floating and not (integer_ok and _is_real_integer(t.dtype)):
+        kinds = "a floating-point or integer" if integer_ok else "a floating-point"
+        raise ValueError(f"{_describe(layer)}: {what} must be {kinds} tensor, got dtype {t.dtype}")
     got = tuple(t.shape)
     if expected is None:
         ok = t.dim() >= 1
@@ -75,24 +81,47 @@ def check_input(
         )
     if not ok:
         raise ValueError(f"{_describe(layer)}: expected {what} of shape {_fmt(expected)}, got {got}")
-    if _FINITE_CHECK[0] and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if not _state.entry_checks_enabled():
+        return
+    _check_dtype_device(layer, t, what, layer if reference is None else reference)
+    if floating and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{_describe(layer)}: {what} contains NaN or infinite values (shape {got})")
+
+
+def _is_real_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def _first_state(module: nn.Module) -> Tensor | None:
+    """The module's first floating parameter or buffer: what its dtype and device are."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p
+    for b in module.buffers():
+        if b.is_floating_point():
+            return b
+    return None
+
+
+def _check_dtype_device(layer: nn.Module, t: Tensor, what: str, reference: nn.Module) -> None:
+    state = _first_state(reference)
+    if state is None:
+        return  # a layer without parameters follows its input
+    if t.device != state.device:
+        raise ValueError(
+            f"{_describe(layer)}: {what} is on device {t.device} but the parameters are on "
+            f"{state.device}; move one of them (.to(device))"
+        )
+    if t.is_floating_point() and t.dtype != state.dtype:
+        raise ValueError(
+            f"{_describe(layer)}: {what} has dtype {t.dtype} but the parameters have dtype "
+            f"{state.dtype}; convert one of them (x.to({state.dtype}) or model.to({t.dtype}))"
+        )
 
 
 def _describe(layer: nn.Module) -> str:
     extra = layer.extra_repr()
     return f"{type(layer).__name__}({extra})" if extra else type(layer).__name__
-
-
-class _NoFiniteCheck:
-    """Inside a composite, only its own entry checks for non-finite values."""
-
-    def __enter__(self) -> None:
-        self.previous = _FINITE_CHECK[0]
-        _FINITE_CHECK[0] = False
-
-    def __exit__(self, *exc: object) -> None:
-        _FINITE_CHECK[0] = self.previous
 
 
 class Transform(nn.Module):
@@ -126,7 +155,7 @@ class Transform(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x`` of shape ``(B, *in_shape)`` to ``(z, contribution)``; contribution is ``(B,)``."""
         check_input(self, x, self.in_shape, what="x", integer_ok=self.accepts_integer)
-        with _NoFiniteCheck():
+        with _state.inside_call():
             return self._forward(x)
 
     def inverse(self, z: Tensor, *, mean: bool = False) -> Tensor:
@@ -136,7 +165,9 @@ class Transform(nn.Module):
         density (the paper's "mean" samples and reconstructions, appendix E).
         """
         check_input(self, z, self.out_shape, what="z")
-        with _NoFiniteCheck():
+        if _state.validation_enabled() and not isinstance(mean, bool):
+            _checks.boolean(type(self).__name__ + ".inverse", "mean", mean)
+        with _state.inside_call():
             return self._inverse(z, mean=mean)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from survae_flowify import _checks
+
 __all__ = [
+    "INVERSE_DENSITY_KINDS",
     "ConditionalNormal",
     "DiagonalNormalDensity",
     "InverseDensity",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 InverseDensityKind = Literal["normal", "diagonal", "conditional"]
+INVERSE_DENSITY_KINDS: tuple[InverseDensityKind, ...] = ("normal", "diagonal", "conditional")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_SCALE_BOUND = 5.0
 
@@ -46,8 +50,7 @@ def _normal_log_prob(d: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
 def _check_shapes(drop_shape: tuple, context_shape: tuple) -> None:
     """Open (``None``) sizes are allowed after the channel dimension, where the context has one too."""
     for name, shape in (("drop_shape", drop_shape), ("context_shape", context_shape)):
-        if not shape or not all(s is None or (isinstance(s, int) and s > 0) for s in shape):
-            raise ValueError(f"inverse density: {name} must hold positive ints or None, got {shape}")
+        _checks.shape("inverse density", name, shape, allow_none=True)
         if shape[0] is None:
             raise ValueError(f"inverse density: the channel size of {name} must be given, got {shape}")
     for i, size in enumerate(drop_shape):
@@ -103,7 +106,7 @@ class StandardNormalDensity(InverseDensity):
         return zero, zero
 
     def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
-        return -0.5 * d.flatten(1).square().sum(1) - _HALF_LOG_2PI * d[0].numel()
+        return -0.5 * d.flatten(1).square().sum(1) - _HALF_LOG_2PI * math.prod(d.shape[1:])
 
 
 class DiagonalNormalDensity(InverseDensity):
@@ -142,6 +145,7 @@ class ConditionalNormal(InverseDensity):
         hidden: int = 64,
     ) -> None:
         _check_shapes(tuple(drop_shape), tuple(context_shape))
+        hidden = _checks.positive_int("ConditionalNormal", "hidden", hidden)
         super().__init__(drop_shape)
         self.context_shape = tuple(context_shape)
         if len(self.drop_shape) == 1 and len(self.context_shape) == 1:
@@ -172,18 +176,19 @@ def make_inverse_density(
     context_shape: tuple[int | None, ...],
     *,
     hidden: int = 64,
+    owner: str = "make_inverse_density",
 ) -> InverseDensity:
     """Build the inverse density named by ``kind`` (``"normal"``, ``"diagonal"``, ``"conditional"``).
 
-    ``None`` in the shapes leaves a (spatial) size open; see the module docstring.
+    ``None`` in the shapes leaves a (spatial) size open; see the module docstring. ``hidden`` is
+    the width of the conditional network (checked for every kind, so a typo never waits for a
+    switch of kind). ``owner`` (the layer asking) names errors.
     """
+    _checks.choice(owner, "inverse_density", kind, INVERSE_DENSITY_KINDS)
+    _checks.positive_int(owner, "hidden", hidden)
     _check_shapes(tuple(drop_shape), tuple(context_shape))
     if kind == "normal":
         return StandardNormalDensity(drop_shape)
     if kind == "diagonal":
         return DiagonalNormalDensity(drop_shape)
-    if kind == "conditional":
-        return ConditionalNormal(drop_shape, context_shape, hidden=hidden)
-    raise ValueError(
-        f"inverse_density must be one of 'normal', 'diagonal', 'conditional'; got {kind!r}"
-    )
+    return ConditionalNormal(drop_shape, context_shape, hidden=hidden)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import check_input
 
 __all__ = ["DiagonalNormal", "StandardNormal"]
@@ -14,12 +15,11 @@ __all__ = ["DiagonalNormal", "StandardNormal"]
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def _event(shape: tuple) -> tuple[int, ...]:
+def _event(owner: str, shape: tuple) -> tuple[int, ...]:
+    """``StandardNormal(1, 28, 28)`` and ``StandardNormal((1, 28, 28))`` alike."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
         shape = tuple(shape[0])
-    if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"expected a non-empty event shape of positive ints, got {shape}")
-    return tuple(shape)
+    return _checks.shape(owner, "shape", shape)  # type: ignore[return-value]
 
 
 class StandardNormal(nn.Module):
@@ -30,7 +30,7 @@ class StandardNormal(nn.Module):
 
     def __init__(self, *shape: int) -> None:
         super().__init__()
-        self.shape = _event(shape)
+        self.shape = _event("StandardNormal", shape)
         # A buffer, so the distribution follows ``.to(device, dtype)`` like any module.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
@@ -47,6 +47,8 @@ class StandardNormal(nn.Module):
 
     def sample(self, n: int, *, mean: bool = False) -> Tensor:
         """``n`` samples; ``mean=True`` returns the mode (zeros)."""
+        _checks.positive_int("StandardNormal.sample", "n", n)
+        _checks.boolean("StandardNormal.sample", "mean", mean)
         out = self._anchor.new_zeros((n, *self.shape))
         return out if mean else torch.randn_like(out)
 
@@ -59,7 +61,7 @@ class DiagonalNormal(nn.Module):
 
     def __init__(self, *shape: int) -> None:
         super().__init__()
-        self.shape = _event(shape)
+        self.shape = _event("DiagonalNormal", shape)
         self.loc = nn.Parameter(torch.zeros(self.shape))
         self.log_scale = nn.Parameter(torch.zeros(self.shape))
 
@@ -73,6 +75,9 @@ class DiagonalNormal(nn.Module):
         return per.flatten(1).sum(1)
 
     def sample(self, n: int, *, mean: bool = False) -> Tensor:
+        """``n`` samples; ``mean=True`` returns the mean ``μ``."""
+        _checks.positive_int("DiagonalNormal.sample", "n", n)
+        _checks.boolean("DiagonalNormal.sample", "mean", mean)
         loc = self.loc.expand(n, *self.shape)
         if mean:
             return loc.clone()

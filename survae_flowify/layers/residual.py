@@ -19,11 +19,15 @@ import math
 import torch
 from torch import Tensor
 
+from survae_flowify import _checks
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import InferenceSurjection, Shape, Transform
-from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
-from survae_flowify.distributions.noise import NoiseKind
-from survae_flowify.transforms._shapes import event_shape
+from survae_flowify.distributions.conditional import (
+    INVERSE_DENSITY_KINDS,
+    InverseDensityKind,
+    make_inverse_density,
+)
+from survae_flowify.distributions.noise import NOISE_KINDS, NoiseKind
 from survae_flowify.transforms.repeat import Repeat
 
 __all__ = ["AddHalves", "Branch", "Residual"]
@@ -59,8 +63,9 @@ class AddHalves(InferenceSurjection):
         hidden: int = 64,
     ) -> None:
         super().__init__()
-        self._out = event_shape("AddHalves", shape)
-        self.inverse_density = make_inverse_density(inverse_density, self._out, self._out, hidden=hidden)
+        self._out = _checks.shape("AddHalves", "shape", shape)
+        self.inverse_density = make_inverse_density(inverse_density, self._out, self._out, hidden=hidden,
+                                                    owner="AddHalves")
 
     def extra_repr(self) -> str:
         return f"shape={self._out}"
@@ -77,7 +82,7 @@ class AddHalves(InferenceSurjection):
         a, b = x.chunk(2, dim=1)
         z = a + b
         d = (a - b) * math.sqrt(0.5)
-        log_det = x.new_full((x.shape[0],), _HALF_LOG_2 * z[0].numel())
+        log_det = x.new_full((x.shape[0],), _HALF_LOG_2 * math.prod(z.shape[1:]))
         return z, log_det + self.inverse_density.log_prob(d, z)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
@@ -95,8 +100,10 @@ class Branch(Transform):
 
     def __init__(self, f: Transform, shape: tuple[int, ...]) -> None:
         super().__init__()
+        if not isinstance(f, Transform):
+            raise TypeError(f"Branch: f must be a survae_flowify Transform, got {type(f).__name__}")
         self.f = f
-        self._half = tuple(shape)
+        self._half = _checks.shape("Branch", "shape", shape)
 
     def extra_repr(self) -> str:
         return f"shape={self._half}"
@@ -166,6 +173,9 @@ class Residual(Sequential):
         super(Sequential, self).__init__()  # named parts instead of Sequential's numbered ones
         if not isinstance(f, Transform):
             raise TypeError(f"Residual: f must be a survae_flowify Transform, got {type(f).__name__}")
+        _checks.choice("Residual", "noise", noise, NOISE_KINDS)
+        _checks.choice("Residual", "inverse_density", inverse_density, INVERSE_DENSITY_KINDS)
+        _checks.positive_int("Residual", "hidden", hidden)
         shape = _residual_shape(f, shape)
         self.add_module("repeat", Repeat(shape, 2, noise=noise))
         self.add_module("branch", Branch(f, shape))
@@ -180,7 +190,7 @@ class Residual(Sequential):
 def _residual_shape(f: Transform, shape: int | tuple[int, ...] | None) -> tuple[int, ...]:
     known = [s for s in (f.in_shape, f.out_shape) if s is not None]
     if shape is not None:
-        shape = event_shape("Residual", shape)
+        shape = _checks.shape("Residual", "shape", shape)
         known.append(shape)
     if not known:
         raise ValueError(f"Residual: the shape of {type(f).__name__} is not fixed; pass shape=(D,) "

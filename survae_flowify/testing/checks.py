@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from survae_flowify import _checks
 from survae_flowify._state import noise_off
 from survae_flowify.algebra.transform import Transform
 
@@ -89,7 +90,8 @@ def perturb_parameters(module: nn.Module, *, scale: float = 0.3, seed: int = 0) 
     kernels, so wide networks stay in a sane range. At initialisation many log-determinants
     are exactly 0 and a test there proves little.
     """
-    gen = torch.Generator().manual_seed(seed)
+    scale = _checks.finite_float("perturb_parameters", "scale", scale, minimum=0.0)
+    gen = torch.Generator().manual_seed(_checks.integer("perturb_parameters", "seed", seed, minimum=0))
     for p in module.parameters():
         fan_in = p[0].numel() if p.dim() >= 2 else 1
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import Bijection
 
 __all__ = ["LeakyReLU"]
@@ -20,11 +21,8 @@ class LeakyReLU(Bijection):
 
     def __init__(self, negative_slope: float = 0.5) -> None:
         super().__init__()
-        if not (isinstance(negative_slope, (int, float)) and negative_slope > 0):
-            raise ValueError(
-                f"LeakyReLU: negative_slope must be > 0 to be invertible, got {negative_slope!r}"
-            )
-        self.negative_slope = float(negative_slope)
+        # 0 (or a non-finite slope) would make the map non-invertible.
+        self.negative_slope = _checks.positive_float("LeakyReLU", "negative_slope", negative_slope)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"

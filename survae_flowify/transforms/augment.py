@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import Noise, NoiseKind
-from survae_flowify.transforms._shapes import event_shape
+from survae_flowify.distributions.noise import NOISE_KINDS, Noise, NoiseKind
 
 __all__ = ["Augment"]
 
@@ -29,12 +29,11 @@ class Augment(GenerativeSurjection):
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self._in = event_shape("Augment", in_shape)
-        if not (isinstance(extra, int) and extra > 0):
-            raise ValueError(f"Augment: extra must be a positive int, got {extra!r}")
-        self.extra = extra
+        self._in = _checks.shape("Augment", "in_shape", in_shape)
+        self.extra = _checks.positive_int("Augment", "extra", extra)
         self._out = (self._in[0] + extra, *self._in[1:])
-        self.noise = Noise(noise, init_scale=init_scale)
+        _checks.choice("Augment", "noise", noise, NOISE_KINDS)
+        self.noise = Noise(noise, init_scale=_checks.positive_float("Augment", "init_scale", init_scale))
 
     def extra_repr(self) -> str:
         return f"in_shape={self._in}, extra={self.extra}, noise={self.noise.kind!r}"

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection
 
 __all__ = ["Dequantize"]
@@ -18,32 +18,52 @@ class Dequantize(GenerativeSurjection):
 
     Contribution ``V = −D log L`` (``log q(u) = 0``), so ``log p_Y(y) + V`` lower-bounds the
     discrete ``log P(x)``. The inverse is ``x = clamp(⌊L·y⌋, 0, L−1)``. Under
-    :func:`survae_flowify.noise_off` the noise is ``u = ½`` (bin centres). Any event shape;
-    integer or floating input.
+    :func:`survae_flowify.noise_off` the noise is ``u = ½`` (bin centres). Any event shape.
+
+    Input: an integer tensor (``uint8`` images), converted to the layer's dtype (that of the
+    model it belongs to, set by ``.to()``/``.double()``), or a floating tensor of integer values.
+    While validation is on, values must be whole numbers in ``[0, L−1]``: data already scaled to
+    ``[0, 1]`` would otherwise give a plausible but meaningless bits/dim. ``bool`` and complex
+    tensors are rejected.
     """
 
     accepts_integer = True
 
     def __init__(self, levels: int = 256) -> None:
         super().__init__()
-        if not (isinstance(levels, int) and levels >= 2):
-            raise ValueError(f"Dequantize: levels must be an int >= 2, got {levels!r}")
-        self.levels = levels
+        self.levels = _checks.integer("Dequantize", "levels", levels, minimum=2)
+        # Holds no value: it only carries the model's dtype and device, which integer input
+        # (that has no floating dtype of its own) is converted to.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        xf = x if x.is_floating_point() else x.to(torch.get_default_dtype())
-        if _state.validation_enabled() and bool(((xf < 0) | (xf > self.levels - 1)).any()):
-            raise ValueError(
-                f"Dequantize(levels={self.levels}): expected integer values in "
-                f"[0, {self.levels - 1}], got values in [{xf.min().item()}, {xf.max().item()}]"
-            )
+        xf = x if x.is_floating_point() else x.to(self._anchor.dtype)
+        if _state.validation_enabled() and xf.device.type != "meta":
+            self._check_values(x, xf)
         u = torch.rand_like(xf) if _state.noise_enabled() else torch.full_like(xf, 0.5)
-        d = xf[0].numel()
+        d = math.prod(xf.shape[1:])
         contribution = xf.new_full((xf.shape[0],), -d * math.log(self.levels))
         return (xf + u) / self.levels, contribution
+
+    def _check_values(self, x: Tensor, xf: Tensor) -> None:
+        """Whole numbers in ``[0, L−1]``; one device sync, and a second only to explain a failure.
+
+        ``x`` is the input as given (its values name the culprit), ``xf`` its floating copy.
+        """
+        bad = (xf < 0) | (xf > self.levels - 1)
+        if x.is_floating_point():
+            bad = bad | (xf != torch.floor(xf))
+        if not bool(bad.any()):
+            return
+        first = x[bad][0].item()
+        raise ValueError(
+            f"Dequantize(levels={self.levels}): expected integer values in [0, {self.levels - 1}] "
+            f"(raw counts such as uint8 pixels, not data scaled to [0, 1]), got {first!r} among "
+            f"values in [{x.min().item()}, {x.max().item()}]"
+        )
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         return torch.clamp(torch.floor(z * self.levels), 0, self.levels - 1)

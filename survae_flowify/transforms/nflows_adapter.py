@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import Bijection, Shape
-from survae_flowify.transforms._shapes import event_shape
 
 __all__ = ["NflowsBijection"]
 
@@ -25,7 +25,7 @@ class NflowsBijection(Bijection):
                 f"NflowsBijection: expected an nflows Transform, got {type(transform).__name__}"
             )
         self.transform = transform
-        self._shape = None if shape is None else event_shape("NflowsBijection", shape)
+        self._shape = None if shape is None else _checks.shape("NflowsBijection", "shape", shape)
 
     @property
     def in_shape(self) -> Shape | None:
@@ -36,9 +36,14 @@ class NflowsBijection(Bijection):
         return self._shape
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[0] == 0:  # nflows' reshapes fail on B = 0: run one dummy row, keep none
+            z, logabsdet = self.transform(x.new_zeros(1, *x.shape[1:]))
+            return z[:0], logabsdet[:0].to(x.dtype)
         z, logabsdet = self.transform(x)
         return z, logabsdet.to(x.dtype)
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        if z.shape[0] == 0:
+            return self.transform.inverse(z.new_zeros(1, *z.shape[1:]))[0][:0]
         x, _ = self.transform.inverse(z)
         return x

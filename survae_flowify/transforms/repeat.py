@@ -7,10 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import NoiseKind, check_noise_kind
-from survae_flowify.transforms._shapes import event_shape
+from survae_flowify.distributions.noise import NOISE_KINDS, NoiseKind
 from survae_flowify.transforms.orthogonal import log_q_orthogonal, sample_repeat_noise
 
 __all__ = ["Repeat"]
@@ -35,12 +34,11 @@ class Repeat(GenerativeSurjection):
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self._in = event_shape("Repeat", in_shape)
-        if not (isinstance(copies, int) and copies >= 2):
-            raise ValueError(f"Repeat: copies must be an int >= 2, got {copies!r}")
-        self.copies = copies
-        self.kind = check_noise_kind("Repeat", noise)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self._in = _checks.shape("Repeat", "in_shape", in_shape)
+        self.copies = _checks.integer("Repeat", "copies", copies, minimum=2)
+        self.kind = _checks.choice("Repeat", "noise", noise, NOISE_KINDS)
+        scale = _checks.positive_float("Repeat", "init_scale", init_scale)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
 
     def extra_repr(self) -> str:
         return f"in_shape={self._in}, copies={self.copies}, noise={self.kind!r}"
@@ -58,17 +56,17 @@ class Repeat(GenerativeSurjection):
         return (self.copies * self._in[0], *self._in[1:])
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        b, n, d = x.shape[0], self.copies, x[0].numel()
+        b, n, d = x.shape[0], self.copies, math.prod(x.shape[1:])
         stacked = x.unsqueeze(1).expand(b, n, *x.shape[1:])
         log_det = x.new_full((b,), 0.5 * d * math.log(n))
         if not _state.noise_enabled():
-            return stacked.reshape(b, -1, *x.shape[2:]), log_det
+            return stacked.reshape(b, n * x.shape[1], *x.shape[2:]), log_det
         log_scale = self.log_scale.to(x.dtype)
         u = sample_repeat_noise(tuple(stacked.shape), 1, log_scale, self.kind, x)
         sq = u.square().sum(1).reshape(b, d)
         m = x.new_full((d,), n - 1)
         log_q = log_q_orthogonal(sq, m, log_scale, self.kind)
-        return (stacked + u).reshape(b, -1, *x.shape[2:]), log_det - log_q
+        return (stacked + u).reshape(b, n * x.shape[1], *x.shape[2:]), log_det - log_q
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         b = z.shape[0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import InferenceSurjection, Shape
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
-from survae_flowify.transforms._shapes import event_shape
 
 __all__ = ["Slice"]
 
@@ -20,7 +20,8 @@ class Slice(InferenceSurjection):
     holds by construction, so the likelihood is exact.
 
     ``inverse_density``: ``"normal"`` (``N(0, I)``), ``"diagonal"`` (learned diagonal normal)
-    or ``"conditional"`` (normal with mean and scale predicted from ``z`` by a small network).
+    or ``"conditional"`` (normal with mean and scale predicted from ``z`` by a small network of
+    width ``hidden``).
     ``in_shape`` is the event shape, e.g. ``(D,)`` or ``(C, H, W)`` (channels are sliced).
     """
 
@@ -30,18 +31,17 @@ class Slice(InferenceSurjection):
         num_keep: int,
         *,
         inverse_density: InverseDensityKind = "normal",
+        hidden: int = 64,
     ) -> None:
         super().__init__()
-        self._in = event_shape("Slice", in_shape)
-        if not (isinstance(num_keep, int) and 0 < num_keep < self._in[0]):
-            raise ValueError(
-                f"Slice: num_keep must be an int in [1, {self._in[0] - 1}] for in_shape "
-                f"{self._in}, got {num_keep!r}"
-            )
-        self.num_keep = num_keep
+        self._in = _checks.shape("Slice", "in_shape", in_shape)
+        if self._in[0] < 2:
+            raise ValueError(f"Slice: in_shape must have at least 2 channels to slice, got {self._in}")
+        self.num_keep = _checks.integer("Slice", "num_keep", num_keep, minimum=1, maximum=self._in[0] - 1)
         self._out = (num_keep, *self._in[1:])
         drop = (self._in[0] - num_keep, *self._in[1:])
-        self.inverse_density = make_inverse_density(inverse_density, drop, self._out)
+        self.inverse_density = make_inverse_density(inverse_density, drop, self._out, hidden=hidden,
+                                                    owner="Slice")
 
     def extra_repr(self) -> str:
         return f"in_shape={self._in}, num_keep={self.num_keep}"

@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import Bijection, Shape
-from survae_flowify.transforms._shapes import event_shape
 
 __all__ = ["Flatten", "Reshape"]
 
@@ -17,8 +17,8 @@ class Reshape(Bijection):
 
     def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self._in = event_shape("Reshape", in_shape)
-        self._out = event_shape("Reshape", out_shape)
+        self._in = _checks.shape("Reshape", "in_shape", in_shape)
+        self._out = _checks.shape("Reshape", "out_shape", out_shape)
         if math.prod(self._in) != math.prod(self._out):
             raise ValueError(
                 f"Reshape: {self._in} and {self._out} hold different numbers of elements"
@@ -51,7 +51,7 @@ class Flatten(Bijection):
 
     def __init__(self, shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self.shape = None if shape is None else event_shape("Flatten", shape)
+        self.shape = None if shape is None else _checks.shape("Flatten", "shape", shape)
 
     def extra_repr(self) -> str:
         return "" if self.shape is None else f"shape={self.shape}"
@@ -65,7 +65,7 @@ class Flatten(Bijection):
         return None if self.shape is None else (math.prod(self.shape),)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
+        return x.reshape(x.shape[0], math.prod(x.shape[1:])), x.new_zeros(x.shape[0])
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         if self.shape is None:
