@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import NoiseKind, check_noise_kind
-from survae_flowify.layers.pad import _channels, check_kernel_stride
+from survae_flowify.distributions.noise import NoiseKind
+from survae_flowify.layers.pad import check_channels, check_kernel_stride, check_noise
 from survae_flowify.transforms.orthogonal import log_q_orthogonal
 
 __all__ = ["Unfold", "multiplicities"]
@@ -62,7 +62,8 @@ class Unfold(GenerativeSurjection):
     * ``noise="uniform"``: ``w_p`` uniform on the ``(N_p−1)``-ball of radius ``σ`` (direction of
       the centred Gaussian times ``σ·U^{1/(N_p−1)}``).
 
-    ``σ`` is one learned scale. Pixels with ``N_p = 1`` get no noise.
+    ``σ`` is one learned scale (absent when no pixel is shared). Pixels with ``N_p = 1`` get no
+    noise.
 
     Contribution (paper eq. 18): ``V = ½ Σ_p log N_p − Σ_p log q(w_p)``, the sum over the
     ``C·H·W`` pixels; under :func:`survae_flowify.noise_off` only ``½ Σ_p log N_p``.
@@ -83,9 +84,12 @@ class Unfold(GenerativeSurjection):
     ) -> None:
         super().__init__()
         self.kernel_size, self.stride = check_kernel_stride("Unfold", kernel_size, stride)
-        self.in_channels = _channels("Unfold", in_channels)
-        self.kind = check_noise_kind("Unfold", noise)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.in_channels = check_channels("Unfold", in_channels)
+        self.kind = check_noise("Unfold", noise)
+        init_scale = _checks.positive_float("Unfold", "init_scale", init_scale)
+        # Without shared pixels there is no noise: no scale that would never get a gradient
+        # (which would force DDP's find_unused_parameters).
+        self.log_scale = None if self.exact else nn.Parameter(torch.tensor(math.log(init_scale)))
 
     def extra_repr(self) -> str:
         out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.kind!r}"
@@ -138,7 +142,7 @@ class Unfold(GenerativeSurjection):
             u, log_q = self._sample_noise(patches.shape, (h, w), n, c)
             patches = patches + u
             contribution = contribution - log_q
-        return patches.reshape(b, -1, out_h, out_w), contribution
+        return patches.reshape(b, c * self.kernel_size**2, out_h, out_w), contribution
 
     def _sample_noise(
         self, shape: torch.Size, size: tuple[int, int], n: Tensor, channels: int
