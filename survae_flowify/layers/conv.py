@@ -275,7 +275,8 @@ class Conv2d(Sequential):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.image_size = check_image_size("Conv2d", image_size)
         self.add_module("pad", Pad(k, s, noise=noise, in_channels=in_channels, image_size=image_size))
-        self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels))
+        padded = None if self.image_size is None else self.pad.padded_size(self.image_size)
+        self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels, image_size=padded))
         self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
                                               inverse_density=inverse_density, rotation=rotation,
                                               hidden=hidden))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
 from survae_flowify.distributions.noise import NoiseKind
-from survae_flowify.layers.pad import check_channels, check_kernel_stride, check_noise
+from survae_flowify.layers.pad import check_channels, check_image_size, check_kernel_stride, check_noise
 from survae_flowify.transforms.orthogonal import log_q_orthogonal
 
 __all__ = ["Unfold", "multiplicities"]
@@ -70,7 +70,9 @@ class Unfold(GenerativeSurjection):
     Inverse: the mean over the copies, ``x = fold(v) / N``.
 
     When ``stride == kernel_size`` no pixel is shared: the layer is a permutation, exact, and
-    deterministic (:attr:`exact`). Nothing about input sizes is stored: any tiled size works.
+    deterministic (:attr:`exact`). Any tiled size works unless ``image_size=(H, W)`` fixes it; a
+    fixed size whose patches do not overlap (a single patch along each axis with ``s < k``) is
+    exact too.
     """
 
     def __init__(
@@ -80,12 +82,16 @@ class Unfold(GenerativeSurjection):
         *,
         noise: NoiseKind = "normal",
         in_channels: int | None = None,
+        image_size: int | tuple[int, int] | None = None,
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.kernel_size, self.stride = check_kernel_stride("Unfold", kernel_size, stride)
         self.in_channels = check_channels("Unfold", in_channels)
         self.kind = check_noise("Unfold", noise)
+        self.image_size = check_image_size("Unfold", image_size)
+        if self.image_size is not None:
+            self.output_size(self.image_size)  # raises unless the kernel tiles it
         init_scale = _checks.positive_float("Unfold", "init_scale", init_scale)
         # Without shared pixels there is no noise: no scale that would never get a gradient
         # (which would force DDP's find_unused_parameters).
@@ -93,12 +99,17 @@ class Unfold(GenerativeSurjection):
 
     def extra_repr(self) -> str:
         out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.kind!r}"
-        return out if self.in_channels is None else out + f", in_channels={self.in_channels}"
+        if self.in_channels is not None:
+            out += f", in_channels={self.in_channels}"
+        return out if self.image_size is None else out + f", image_size={self.image_size}"
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
-        """True when no pixel lies in two patches (``stride == kernel_size``)."""
-        return self.stride == self.kernel_size
+        """True when no pixel lies in two patches: ``stride == kernel_size``, or an
+        ``image_size`` with a single patch along every axis where ``stride < kernel_size``."""
+        if self.stride == self.kernel_size:
+            return True
+        return self.image_size is not None and self.output_size(self.image_size) == (1, 1)
 
     @property
     def bounded_noise(self) -> bool:
@@ -106,12 +117,13 @@ class Unfold(GenerativeSurjection):
 
     @property
     def in_shape(self) -> Shape:
-        return (self.in_channels, None, None)
+        return (self.in_channels, *(self.image_size or (None, None)))
 
     @property
     def out_shape(self) -> Shape:
         k2 = self.kernel_size**2
-        return (None if self.in_channels is None else self.in_channels * k2, None, None)
+        hw = (None, None) if self.image_size is None else self.output_size(self.image_size)
+        return (None if self.in_channels is None else self.in_channels * k2, *hw)
 
     def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(H', W')`` for an input of size ``(H, W)``; raises unless the kernel tiles it."""

@@ -385,3 +385,13 @@ def test_empty_batch(make, shape: tuple[int, ...], out: tuple[int, ...]) -> None
 def test_constructor_validation(make, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         make()
+
+
+def test_no_noise_scale_where_nothing_is_padded_or_shared() -> None:
+    """Every parameter of a Conv2d gets a gradient: no noise scale where no noise is ever drawn
+    (an image that needs no padding, a single patch per axis)."""
+    layer = Conv2d(1, 5, 2, 1, image_size=2)
+    assert [n for n, _ in layer.named_parameters() if n.startswith(("pad", "unfold"))] == []
+    assert layer.unfold.exact and layer.pad.exact and not layer.exact
+    assert [n for n, _ in Conv2d(1, 2, 3, 2, image_size=4).named_parameters()
+            if n.startswith(("pad", "unfold"))] == ["pad.noise.log_scale", "unfold.log_scale"]

@@ -278,3 +278,20 @@ def test_constructor_validation(kwargs: dict, error: type, message: str) -> None
     args = {"kernel_size": 3, "stride": 2} if "kernel_size" not in kwargs else {}
     with pytest.raises(error, match=message):
         Unfold(**args, **kwargs)
+
+
+def test_fixed_image_size() -> None:
+    """``image_size`` fixes the input size; one patch per axis shares no pixel: exact, no noise."""
+    single = Unfold(2, 1, image_size=2)
+    assert single.exact and list(single.parameters()) == []
+    x = torch.randn(3, 1, 2, 2)
+    z, contribution = single(x)
+    assert torch.equal(z.flatten(1), x.flatten(1)) and torch.equal(contribution, torch.zeros(3))
+    sized = Unfold(3, 2, in_channels=2, image_size=(5, 7))
+    assert not sized.exact and sized.in_shape == (2, 5, 7) and sized.out_shape == (18, 2, 3)
+    with pytest.raises(ValueError, match=r"Unfold.*expected x of shape \(batch, 2, 5, 7\)"):
+        sized(torch.randn(1, 2, 7, 7))
+    with pytest.raises(ValueError, match=r"Unfold.*does not tile an image of size \(6, 6\)"):
+        Unfold(3, 2, image_size=6)
+    with pytest.raises(ValueError, match=r"Unfold: image_size must be"):
+        Unfold(3, 2, image_size=(True, 5))
