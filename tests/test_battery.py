@@ -126,6 +126,9 @@ def test_linear_gaussian_closed_form(name: str) -> None:
     with torch.no_grad():
         if flow.exact:
             torch.testing.assert_close(flow.log_prob(x), exact, atol=1e-8, rtol=0)
+            flow.eval()  # the eval fast paths (cached dense matrices) against the oracle too
+            torch.testing.assert_close(flow.log_prob(x), exact, atol=1e-8, rtol=0)
+            torch.testing.assert_close(flow.log_prob(x), exact, atol=1e-8, rtol=0)  # warm cache
         else:
             elbo = torch.stack([flow.log_prob(x) for _ in range(200)]).mean(0)
             assert (elbo < exact).all(), (elbo, exact)
