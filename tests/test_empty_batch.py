@@ -1,8 +1,8 @@
 """Empty batches (B = 0) give ``(0,)`` results, never a crash (issue 8, item 7).
 
-Over every battery case (forward and inverse) and every model of ``models.MODEL_NAMES`` (its
-``log_prob``, the chunked importance-weighted bound, the augmentation gap and the bits/dim),
-an empty batch flows through; ``breakdown`` lists the layers with NaN means.
+Every model of ``models.MODEL_NAMES`` (its ``log_prob``, the chunked importance-weighted bound,
+the augmentation gap and the bits/dim) takes an empty batch; ``breakdown`` lists the layers with
+NaN means. The battery runs B = 0 through every transform case (``tests/test_battery.py``).
 """
 
 from __future__ import annotations
@@ -14,59 +14,9 @@ import torch
 
 import survae_flowify as ffn
 from survae_flowify import models
-from tests.cases import ALL
-
-# Unfold and PatchLinear (layers/unfold.py, layers/conv.py) belong to the layers branch, which
-# fixes their B = 0 crash. Until that fix is in, the cases through them are expected to fail
-# (strictly); once a Conv2d takes an empty batch the marks lift themselves.
-_UNFOLD = ("unfold_", "conv2d_", "patch_linear_")
-_MODELS_WITH_UNFOLD = ("fconv1", "fconv2", "fconv1-nsf", "fconv2-nsf", "small-conv")
-
-
-def _conv_takes_empty_batch() -> bool:
-    try:
-        ffn.Conv2d(1, 2, 2, 2)(torch.zeros(0, 1, 4, 4))
-    except RuntimeError:
-        return False
-    return True
-
-
-_CONV_OK = _conv_takes_empty_batch()
-
-
-def _outside(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(not _CONV_OK, strict=True, raises=RuntimeError, reason=reason)
-
-
-_CASES = [
-    pytest.param(name, marks=_outside("layers/unfold.py, layers/conv.py: B = 0 reshape"))
-    if name.startswith(_UNFOLD) else name
-    for name in ALL
-]
-
-
-@pytest.mark.parametrize("name", _CASES)
-def test_battery_case_on_empty_batch(name: str) -> None:
-    case = ALL[name]
-    torch.manual_seed(0)
-    transform = case.make().double()
-    x = case.input(0, torch.float64)
-    assert x.shape[0] == 0
-    z, contribution = transform(x)
-    assert contribution.shape == (0,) and contribution.dtype == torch.float64
-    assert z.shape[0] == 0
-    for mean in (False, True):
-        back = transform.inverse(z, mean=mean)
-        assert back.shape == x.shape
-
 
 _SHAPES = {"tabular-mlp": (6,), "small-mlp": (6,)}
 _IMAGE = (1, 28, 28)
-_MODELS = [
-    pytest.param(name, marks=_outside("layers/unfold.py: B = 0 reshape"))
-    if name in _MODELS_WITH_UNFOLD else name
-    for name in models.MODEL_NAMES
-]
 
 
 def _model(name: str) -> tuple[ffn.Flow, torch.Tensor]:
@@ -77,7 +27,7 @@ def _model(name: str) -> tuple[ffn.Flow, torch.Tensor]:
     return models.build(name, shape, levels=256), torch.zeros(0, *shape, dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("name", _MODELS)
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_model_on_empty_batch(name: str) -> None:
     flow, x = _model(name)
     with torch.no_grad():

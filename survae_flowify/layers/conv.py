@@ -15,11 +15,12 @@ With :func:`survae_flowify.noise_off` the composite computes exactly
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 
+from survae_flowify import _checks
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import (
     Bijection,
@@ -32,7 +33,7 @@ from survae_flowify.algebra.transform import (
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
 from survae_flowify.distributions.noise import NoiseKind
 from survae_flowify.layers.linear import Linear, SvdLinear
-from survae_flowify.layers.pad import Pad, _image_size, check_kernel_stride
+from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride, check_noise
 from survae_flowify.layers.rotations import RotationKind
 from survae_flowify.layers.unfold import Unfold
 
@@ -51,8 +52,19 @@ def _to_rows(v: Tensor) -> Tensor:
 
 
 def _to_map(rows: Tensor, b: int, h: int, w: int) -> Tensor:
-    """``(B·H·W, C) → (B, C, H, W)``, the inverse of :func:`_to_rows`."""
-    return rows.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    """``(B·H·W, C) → (B, C, H, W)``, the inverse of :func:`_to_rows` (``C`` explicit: B may be 0)."""
+    return rows.reshape(b, h, w, rows.shape[1]).permute(0, 3, 1, 2)
+
+
+def _check_linear_options(layer: str, bias: object, inverse_density: object, noise: object,
+                          rotation: object, hidden: object) -> None:
+    """Every option is checked in every regime, also those the regime does not use (a typo in
+    ``inverse_density`` of a square kernel must not pass silently)."""
+    _checks.boolean(layer, "bias", bias)
+    _checks.choice(layer, "inverse_density", inverse_density, get_args(InverseDensityKind))
+    check_noise(layer, noise)
+    _checks.choice(layer, "rotation", rotation, get_args(RotationKind))
+    _checks.positive_int(layer, "hidden", hidden)
 
 
 def _regime(in_channels: int, out_channels: int) -> type[PatchLinear]:
@@ -109,8 +121,8 @@ class PatchLinear(Transform):
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"PatchLinear: {name} must be a positive int, got {value!r}")
+            _checks.positive_int("PatchLinear", name, value)
+        _check_linear_options("PatchLinear", bias, inverse_density, noise, rotation, hidden)
         # The Linear's own (vector) inverse density stays parameter-free: the dropped
         # coordinates get a density over the whole map instead.
         linear = Linear(in_channels, out_channels, bias=bias, noise=noise, inverse_density="normal",
@@ -148,6 +160,13 @@ class PatchLinear(Transform):
         ``linear`` should have been built with ``inverse_density="normal"``: the map density
         of the dropped coordinates replaces the Linear's own.
         """
+        if not isinstance(linear, Linear):
+            raise TypeError(
+                f"PatchLinear.from_linear: expected a survae_flowify Linear, got {type(linear).__name__}"
+            )
+        _checks.choice("PatchLinear.from_linear", "inverse_density", inverse_density,
+                       get_args(InverseDensityKind))
+        _checks.positive_int("PatchLinear.from_linear", "hidden", hidden)
         self = PatchLinear.__new__(PatchLinear, linear.in_features, linear.out_features)
         Transform.__init__(self)
         self._adopt(linear, inverse_density, hidden=hidden)
@@ -253,13 +272,14 @@ class Conv2d(Sequential):
         super(Sequential, self).__init__()  # named parts instead of Sequential's numbered ones
         k, s = check_kernel_stride("Conv2d", kernel_size, stride)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
+            _checks.positive_int("Conv2d", name, value)
+        _check_linear_options("Conv2d", bias, inverse_density, noise, rotation, hidden)
         self.kernel_size, self.stride = k, s
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.image_size = _image_size("Conv2d", image_size)
+        self.image_size = check_image_size("Conv2d", image_size)
         self.add_module("pad", Pad(k, s, noise=noise, in_channels=in_channels, image_size=image_size))
-        self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels))
+        padded = None if self.image_size is None else self.pad.padded_size(self.image_size)
+        self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels, image_size=padded))
         self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
                                               inverse_density=inverse_density, rotation=rotation,
                                               hidden=hidden))

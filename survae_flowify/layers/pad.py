@@ -7,13 +7,16 @@ make it so, filled with noise of learned scale, so that no pixel is lost by the 
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import Tensor
 
+from survae_flowify import _checks
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import Noise, NoiseKind, check_noise_kind
+from survae_flowify.distributions.noise import Noise, NoiseKind
 
-__all__ = ["Pad", "check_kernel_stride", "padded_size"]
+__all__ = ["Pad", "check_channels", "check_image_size", "check_kernel_stride", "check_noise", "padded_size"]
 
 
 def check_kernel_stride(layer: str, kernel_size: object, stride: object) -> tuple[int, int]:
@@ -21,15 +24,14 @@ def check_kernel_stride(layer: str, kernel_size: object, stride: object) -> tupl
 
     A stride larger than the kernel would skip pixels, which no flow can recover.
     """
-    for name, value in (("kernel_size", kernel_size), ("stride", stride)):
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
-    if stride > kernel_size:  # type: ignore[operator]
+    k = _checks.positive_int(layer, "kernel_size", kernel_size)
+    s = _checks.positive_int(layer, "stride", stride)
+    if s > k:
         raise ValueError(
-            f"{layer}: stride ({stride}) larger than kernel_size ({kernel_size}) would skip pixels; "
+            f"{layer}: stride ({s}) larger than kernel_size ({k}) would skip pixels; "
             "a flowified convolution needs stride <= kernel_size"
         )
-    return kernel_size, stride  # type: ignore[return-value]
+    return k, s
 
 
 def padded_size(size: int, kernel_size: int, stride: int) -> int:
@@ -37,26 +39,25 @@ def padded_size(size: int, kernel_size: int, stride: int) -> int:
     return size + (-(size - kernel_size)) % stride
 
 
-def _image_size(layer: str, image_size: object) -> tuple[int, int] | None:
+def check_image_size(layer: str, image_size: object) -> tuple[int, int] | None:
+    """``None``, or an int / ``(H, W)`` of positive ints (not bools) as ``(H, W)``."""
     if image_size is None:
         return None
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        hw = tuple(image_size)  # type: ignore[arg-type]
-    except TypeError:
-        hw = ()
-    if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
+    hw = _checks.shape(layer, "image_size", image_size)
+    if len(hw) == 1:
+        hw = hw * 2
+    if len(hw) != 2:
         raise ValueError(f"{layer}: image_size must be an int or (H, W) of positive ints, got {image_size!r}")
     return hw  # type: ignore[return-value]
 
 
-def _channels(layer: str, in_channels: object) -> int | None:
-    if in_channels is None:
-        return None
-    if not (isinstance(in_channels, int) and not isinstance(in_channels, bool) and in_channels > 0):
-        raise ValueError(f"{layer}: in_channels must be a positive int or None, got {in_channels!r}")
-    return in_channels
+def check_channels(layer: str, in_channels: object) -> int | None:
+    """``None`` (any number of channels) or a positive int."""
+    return None if in_channels is None else _checks.positive_int(layer, "in_channels", in_channels)
+
+
+def check_noise(layer: str, noise: object) -> NoiseKind:
+    return _checks.choice(layer, "noise", noise, get_args(NoiseKind))  # type: ignore[return-value]
 
 
 class Pad(GenerativeSurjection):
@@ -95,14 +96,18 @@ class Pad(GenerativeSurjection):
     ) -> None:
         super().__init__()
         self.kernel_size, self.stride = check_kernel_stride("Pad", kernel_size, stride)
-        self.in_channels = _channels("Pad", in_channels)
-        self.image_size = _image_size("Pad", image_size)
-        self.noise = Noise(check_noise_kind("Pad", noise), init_scale=init_scale)
+        self.in_channels = check_channels("Pad", in_channels)
+        self.image_size = check_image_size("Pad", image_size)
+        self.kind = check_noise("Pad", noise)
+        init_scale = _checks.positive_float("Pad", "init_scale", init_scale)
         if self.image_size is not None:
             self._check_size(*self.image_size)
+        # A Pad that never pads holds no noise scale: a parameter that never receives a gradient
+        # would force DDP's find_unused_parameters (and a useless optimiser state).
+        self.noise = None if self.exact else Noise(self.kind, init_scale=init_scale)
 
     def extra_repr(self) -> str:
-        out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.noise.kind!r}"
+        out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.kind!r}"
         if self.in_channels is not None:
             out += f", in_channels={self.in_channels}"
         if self.image_size is not None:
@@ -118,7 +123,7 @@ class Pad(GenerativeSurjection):
 
     @property
     def bounded_noise(self) -> bool:
-        return self.noise.bounded and not self.exact
+        return self.kind == "uniform" and not self.exact
 
     @property
     def in_shape(self) -> Shape:

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from survae_flowify import _state
+from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import NoiseKind, check_noise_kind
-from survae_flowify.layers.pad import _channels, check_kernel_stride
+from survae_flowify.distributions.noise import NoiseKind
+from survae_flowify.layers.pad import check_channels, check_image_size, check_kernel_stride, check_noise
 from survae_flowify.transforms.orthogonal import log_q_orthogonal
 
 __all__ = ["Unfold", "multiplicities"]
@@ -62,14 +62,17 @@ class Unfold(GenerativeSurjection):
     * ``noise="uniform"``: ``w_p`` uniform on the ``(N_p−1)``-ball of radius ``σ`` (direction of
       the centred Gaussian times ``σ·U^{1/(N_p−1)}``).
 
-    ``σ`` is one learned scale. Pixels with ``N_p = 1`` get no noise.
+    ``σ`` is one learned scale (absent when no pixel is shared). Pixels with ``N_p = 1`` get no
+    noise.
 
     Contribution (paper eq. 18): ``V = ½ Σ_p log N_p − Σ_p log q(w_p)``, the sum over the
     ``C·H·W`` pixels; under :func:`survae_flowify.noise_off` only ``½ Σ_p log N_p``.
     Inverse: the mean over the copies, ``x = fold(v) / N``.
 
     When ``stride == kernel_size`` no pixel is shared: the layer is a permutation, exact, and
-    deterministic (:attr:`exact`). Nothing about input sizes is stored: any tiled size works.
+    deterministic (:attr:`exact`). Any tiled size works unless ``image_size=(H, W)`` fixes it; a
+    fixed size whose patches do not overlap (a single patch along each axis with ``s < k``) is
+    exact too.
     """
 
     def __init__(
@@ -79,22 +82,34 @@ class Unfold(GenerativeSurjection):
         *,
         noise: NoiseKind = "normal",
         in_channels: int | None = None,
+        image_size: int | tuple[int, int] | None = None,
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.kernel_size, self.stride = check_kernel_stride("Unfold", kernel_size, stride)
-        self.in_channels = _channels("Unfold", in_channels)
-        self.kind = check_noise_kind("Unfold", noise)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.in_channels = check_channels("Unfold", in_channels)
+        self.kind = check_noise("Unfold", noise)
+        self.image_size = check_image_size("Unfold", image_size)
+        if self.image_size is not None:
+            self.output_size(self.image_size)  # raises unless the kernel tiles it
+        init_scale = _checks.positive_float("Unfold", "init_scale", init_scale)
+        # Without shared pixels there is no noise: no scale that would never get a gradient
+        # (which would force DDP's find_unused_parameters).
+        self.log_scale = None if self.exact else nn.Parameter(torch.tensor(math.log(init_scale)))
 
     def extra_repr(self) -> str:
         out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.kind!r}"
-        return out if self.in_channels is None else out + f", in_channels={self.in_channels}"
+        if self.in_channels is not None:
+            out += f", in_channels={self.in_channels}"
+        return out if self.image_size is None else out + f", image_size={self.image_size}"
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
-        """True when no pixel lies in two patches (``stride == kernel_size``)."""
-        return self.stride == self.kernel_size
+        """True when no pixel lies in two patches: ``stride == kernel_size``, or an
+        ``image_size`` with a single patch along every axis where ``stride < kernel_size``."""
+        if self.stride == self.kernel_size:
+            return True
+        return self.image_size is not None and self.output_size(self.image_size) == (1, 1)
 
     @property
     def bounded_noise(self) -> bool:
@@ -102,12 +117,13 @@ class Unfold(GenerativeSurjection):
 
     @property
     def in_shape(self) -> Shape:
-        return (self.in_channels, None, None)
+        return (self.in_channels, *(self.image_size or (None, None)))
 
     @property
     def out_shape(self) -> Shape:
         k2 = self.kernel_size**2
-        return (None if self.in_channels is None else self.in_channels * k2, None, None)
+        hw = (None, None) if self.image_size is None else self.output_size(self.image_size)
+        return (None if self.in_channels is None else self.in_channels * k2, *hw)
 
     def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(H', W')`` for an input of size ``(H, W)``; raises unless the kernel tiles it."""
@@ -138,7 +154,7 @@ class Unfold(GenerativeSurjection):
             u, log_q = self._sample_noise(patches.shape, (h, w), n, c)
             patches = patches + u
             contribution = contribution - log_q
-        return patches.reshape(b, -1, out_h, out_w), contribution
+        return patches.reshape(b, c * self.kernel_size**2, out_h, out_w), contribution
 
     def _sample_noise(
         self, shape: torch.Size, size: tuple[int, int], n: Tensor, channels: int

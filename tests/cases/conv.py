@@ -61,6 +61,10 @@ CASES: dict[str, Case] = {
     "unfold_3_2_uniform": Case(lambda: Unfold(3, 2, noise="uniform", in_channels=2), (2, 5, 5)),
     "unfold_2_1_uniform": Case(lambda: Unfold(2, 1, noise="uniform", in_channels=1), (1, 4, 4)),
     "unfold_2_2_uniform": Case(lambda: Unfold(2, 2, noise="uniform", in_channels=1), (1, 4, 6)),
+    "unfold_sized": Case(lambda: Unfold(3, 2, in_channels=1, image_size=(5, 7)), (1, 5, 7),
+                         linear_gaussian=True),
+    "unfold_single_patch": Case(lambda: Unfold(3, 1, in_channels=2, image_size=3), (2, 3, 3),
+                                linear_gaussian=True),
     "patch_linear_square": Case(lambda: _kernel(4, 4, (2, 3)), (4, 2, 3), linear_gaussian=True),
     "patch_linear_reducing_normal": Case(
         lambda: _kernel(6, 2, (2, 2), inverse_density="normal"), (6, 2, 2), linear_gaussian=True,
@@ -92,6 +96,8 @@ CASES: dict[str, Case] = {
                                log_det=False),
     "conv2d_uniform": Case(lambda: Conv2d(1, 4, 3, 2, noise="uniform", image_size=5), (1, 5, 5),
                            log_det=False),
+    "conv2d_single_patch": Case(lambda: Conv2d(1, 5, 2, 1, noise="uniform", image_size=2), (1, 2, 2),
+                                log_det=False),
     "conv2d_stack_linear": Case(_conv_stack_linear, (9,), linear_gaussian=True, log_det=False),
     "conv2d_stack": Case(_conv_stack, (25,), log_det=False),
 }

@@ -298,7 +298,7 @@ def test_errors() -> None:
         Conv2d(1, 2, 2, 3)
     with pytest.raises(ValueError, match=r"Conv2d: kernel_size must be a positive int"):
         Conv2d(1, 2, (3, 3), 1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"noise must be 'normal' or 'uniform'"):
+    with pytest.raises(ValueError, match=r"Conv2d: noise must be one of 'normal', 'uniform'"):
         Conv2d(1, 2, 3, 2, noise="cauchy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"inverse_density must be one of"):
         Conv2d(1, 2, 3, 2, inverse_density="mixture")  # type: ignore[arg-type]
@@ -336,3 +336,62 @@ def test_map_densities_with_open_sizes() -> None:
         make_inverse_density("diagonal", (2, None, None), (3, 4, 4))
     with pytest.raises(ValueError, match=r"channel size of drop_shape must be given"):
         make_inverse_density("normal", (None, 4, 4), (3, None, None))
+
+
+@pytest.mark.parametrize(
+    ("make", "shape", "out"),
+    [
+        (lambda: Conv2d(1, 3, 3, 2, image_size=5, hidden=8), (0, 1, 5, 5), (0, 3, 2, 2)),
+        (lambda: Conv2d(1, 4, 2, 2, image_size=(3, 4), inverse_density="diagonal"), (0, 1, 3, 4),
+         (0, 4, 2, 2)),
+        (lambda: Conv2d(1, 5, 2, 1, noise="uniform", image_size=3), (0, 1, 3, 3), (0, 5, 2, 2)),
+        (lambda: PatchLinear(4, 1, hidden=8), (0, 4, 3, 3), (0, 1, 3, 3)),
+        (lambda: PatchLinear(2, 4), (0, 2, 2, 3), (0, 4, 2, 3)),
+    ],
+)
+def test_empty_batch(make, shape: tuple[int, ...], out: tuple[int, ...]) -> None:
+    layer = make()
+    z, contribution = layer(torch.randn(shape))
+    assert z.shape == out and contribution.shape == (0,)
+    assert layer.inverse(z).shape == shape and layer.inverse(z, mean=True).shape == shape
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        # inverse_density is checked in every regime, not only where it is used
+        (lambda: Conv2d(1, 4, 2, 2, inverse_density="bogus"), ValueError,
+         r"Conv2d: inverse_density must be one of 'normal', 'diagonal', 'conditional', got 'bogus'"),
+        (lambda: Conv2d(1, 5, 2, 1, inverse_density="bogus"), ValueError, r"Conv2d: inverse_density"),
+        (lambda: PatchLinear(2, 2, inverse_density="bogus"), ValueError, r"PatchLinear: inverse_density"),
+        (lambda: PatchLinear(3, 2, noise="bogus"), ValueError, r"PatchLinear: noise must be one of"),
+        (lambda: PatchLinear(3, 2, rotation="x"), ValueError, r"PatchLinear: rotation must be one of"),
+        (lambda: PatchLinear(True, 2), ValueError,
+         r"PatchLinear: in_channels must be a positive int, got True"),
+        (lambda: PatchLinear(3, 2, bias=1), TypeError, r"PatchLinear: bias must be True or False, got 1"),
+        (lambda: PatchLinear(3, 2, hidden=0), ValueError,
+         r"PatchLinear: hidden must be a positive int, got 0"),
+        (lambda: Conv2d(1, 2, 2, 2, bias=1), TypeError, r"Conv2d: bias must be True or False, got 1"),
+        (lambda: Conv2d(1, 2, 2, 2, hidden=True), ValueError,
+         r"Conv2d: hidden must be a positive int, got True"),
+        (lambda: Conv2d(1, 2, 2, 2, hidden=0), ValueError, r"Conv2d: hidden must be a positive int, got 0"),
+        (lambda: Conv2d(True, 2, 2, 2), ValueError, r"Conv2d: in_channels must be a positive int, got True"),
+        (lambda: Conv2d(1, 2, 2, 2, image_size=(True, 3)), ValueError, r"Conv2d: image_size must be"),
+        (lambda: Conv2d(1, 2, 2, 2, rotation="bogus"), ValueError, r"Conv2d: rotation must be one of"),
+        (lambda: Conv2d(1, 2, 2, 2, noise="bogus"), ValueError, r"Conv2d: noise must be one of"),
+        (lambda: Conv2d(1, 2, 2, True), ValueError, r"Conv2d: stride must be a positive int, got True"),
+    ],
+)
+def test_constructor_validation(make, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_no_noise_scale_where_nothing_is_padded_or_shared() -> None:
+    """Every parameter of a Conv2d gets a gradient: no noise scale where no noise is ever drawn
+    (an image that needs no padding, a single patch per axis)."""
+    layer = Conv2d(1, 5, 2, 1, image_size=2)
+    assert [n for n, _ in layer.named_parameters() if n.startswith(("pad", "unfold"))] == []
+    assert layer.unfold.exact and layer.pad.exact and not layer.exact
+    assert [n for n, _ in Conv2d(1, 2, 3, 2, image_size=4).named_parameters()
+            if n.startswith(("pad", "unfold"))] == ["pad.noise.log_scale", "unfold.log_scale"]

@@ -143,7 +143,7 @@ def test_errors() -> None:
         Pad(0, 1)
     with pytest.raises(ValueError, match=r"Pad.*stride must be a positive int"):
         Pad(3, 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"Pad.*noise must be 'normal' or 'uniform'"):
+    with pytest.raises(ValueError, match=r"Pad.*noise must be one of .normal., .uniform."):
         Pad(3, 2, noise="laplace")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Pad.*image_size"):
         Pad(3, 2, image_size=(4, 4, 4))  # type: ignore[arg-type]
@@ -157,3 +157,40 @@ def test_errors() -> None:
         Pad(3, 2)(torch.randn(4, 4))
     with pytest.raises(ValueError, match=r"Pad.*cannot invert without the input size.*image_size"):
         Pad(3, 2).inverse(torch.randn(1, 1, 5, 5))
+
+
+def test_noise_scale_only_when_something_is_ever_padded() -> None:
+    """An always-exact Pad has no noise, so it must not hold a parameter that never gets a
+    gradient (DDP would need ``find_unused_parameters``)."""
+    assert list(Pad(3, 1).parameters()) == []
+    assert list(Pad(3, 2, image_size=7).parameters()) == []
+    assert len(list(Pad(3, 2).parameters())) == 1
+    assert len(list(Pad(3, 2, image_size=8).parameters())) == 1
+    assert "noise='uniform'" in repr(Pad(3, 1, noise="uniform"))
+
+
+def test_empty_batch() -> None:
+    layer = Pad(3, 2, image_size=(4, 4))
+    z, contribution = layer(torch.randn(0, 2, 4, 4))
+    assert z.shape == (0, 2, 5, 5) and contribution.shape == (0,)
+    assert layer.inverse(z).shape == (0, 2, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"kernel_size": True, "stride": 1}, ValueError,
+         r"Pad: kernel_size must be a positive int, got True"),
+        ({"image_size": (True, 4)}, ValueError, r"Pad: image_size must be .*got \(True, 4\)"),
+        ({"image_size": 0}, ValueError, r"Pad: image_size must be"),
+        ({"in_channels": True}, ValueError, r"Pad: in_channels must be a positive int, got True"),
+        ({"init_scale": 0.0}, ValueError, r"Pad: init_scale must be a finite number > 0.0, got 0.0"),
+        ({"init_scale": -1}, ValueError, r"Pad: init_scale must be a finite number > 0.0, got -1"),
+        ({"init_scale": float("nan")}, ValueError, r"Pad: init_scale must be a finite number"),
+        ({"noise": "bogus"}, ValueError, r"Pad: noise must be one of 'normal', 'uniform', got 'bogus'"),
+    ],
+)
+def test_constructor_validation(kwargs: dict, error: type, message: str) -> None:
+    args = {"kernel_size": 1, "stride": 1} if "kernel_size" not in kwargs else {}
+    with pytest.raises(error, match=message):
+        Pad(**args, **kwargs)

@@ -158,16 +158,14 @@ def test_closed_form_after_unfold(k: int, s: int, size: tuple[int, int]) -> None
     """Base N(0, I) right after Unfold: the noise posterior is N(0, I) on the complement of the
     diagonal, so ``E[ELBO] = log p(x) − Σ_p m_p (½(σ² − 1) − log σ)``, exact for k = s."""
     torch.manual_seed(4)
-    layer = Unfold(k, s).double()
-    with torch.no_grad():  # σ = 1.15: a visible gap, importance weights of moderate variance
-        layer.log_scale.fill_(math.log(1.15))
+    layer = Unfold(k, s, init_scale=1.15).double()  # a visible gap, weights of moderate variance
     out = (size[0] - k) // s + 1
     flow = ffn.Flow(ffn.StandardNormal(2 * k * k, out, out), layer).double()
     x = torch.randn(3, 2, *size, dtype=torch.float64)
     n = multiplicities(size, k, s).double()
     exact = _exact_after_unfold(x, n)
     torch.testing.assert_close(linear_gaussian_log_prob(flow, x), exact, atol=1e-9, rtol=0)
-    sigma = layer.log_scale.exp().item()
+    sigma = 1.15
     gap = 2 * (n - 1).sum().item() * (0.5 * (sigma**2 - 1) - math.log(sigma))
     with torch.no_grad():
         if layer.exact:
@@ -234,7 +232,7 @@ def test_errors() -> None:
         Unfold(2, 3)
     with pytest.raises(ValueError, match=r"Unfold.*kernel_size must be a positive int"):
         Unfold(-1, 1)
-    with pytest.raises(ValueError, match=r"Unfold.*noise must be 'normal' or 'uniform'"):
+    with pytest.raises(ValueError, match=r"Unfold.*noise must be one of .normal., .uniform."):
         Unfold(2, 1, noise="gauss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Unfold.*in_channels must be a positive int"):
         Unfold(2, 1, in_channels=0)
@@ -248,3 +246,52 @@ def test_errors() -> None:
         Unfold(3, 2).inverse(torch.randn(1, 10, 2, 2))
     with pytest.raises(ValueError, match=r"Unfold.*expected z of shape \(batch, 18, \*, \*\)"):
         Unfold(3, 2, in_channels=2).inverse(torch.randn(1, 9, 2, 2))
+
+
+def test_no_noise_scale_when_no_pixel_is_shared() -> None:
+    """``stride == kernel_size`` is a permutation with no noise: no parameter that never gets a
+    gradient (DDP would need ``find_unused_parameters``)."""
+    assert list(Unfold(2, 2).parameters()) == []
+    assert len(list(Unfold(3, 2).parameters())) == 1
+
+
+@pytest.mark.parametrize(("k", "s", "noise"), [(3, 2, "normal"), (2, 2, "normal"), (2, 1, "uniform")])
+def test_empty_batch(k: int, s: int, noise: str) -> None:
+    layer = Unfold(k, s, noise=noise, in_channels=2)
+    z, contribution = layer(torch.randn(0, 2, 5 if k == 3 else 4, 4 if k == 2 else 5))
+    out_h = (z.shape[2], z.shape[3])
+    assert z.shape[:2] == (0, 2 * k * k) and contribution.shape == (0,)
+    assert layer.inverse(torch.randn(0, 2 * k * k, *out_h)).shape[:2] == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"kernel_size": 2, "stride": True}, ValueError, r"Unfold: stride must be a positive int, got True"),
+        ({"in_channels": True}, ValueError, r"Unfold: in_channels must be a positive int, got True"),
+        ({"init_scale": 0}, ValueError, r"Unfold: init_scale must be a finite number > 0.0, got 0"),
+        ({"init_scale": float("inf")}, ValueError, r"Unfold: init_scale must be a finite number"),
+        ({"noise": None}, ValueError, r"Unfold: noise must be one of 'normal', 'uniform', got None"),
+    ],
+)
+def test_constructor_validation(kwargs: dict, error: type, message: str) -> None:
+    args = {"kernel_size": 3, "stride": 2} if "kernel_size" not in kwargs else {}
+    with pytest.raises(error, match=message):
+        Unfold(**args, **kwargs)
+
+
+def test_fixed_image_size() -> None:
+    """``image_size`` fixes the input size; one patch per axis shares no pixel: exact, no noise."""
+    single = Unfold(2, 1, image_size=2)
+    assert single.exact and list(single.parameters()) == []
+    x = torch.randn(3, 1, 2, 2)
+    z, contribution = single(x)
+    assert torch.equal(z.flatten(1), x.flatten(1)) and torch.equal(contribution, torch.zeros(3))
+    sized = Unfold(3, 2, in_channels=2, image_size=(5, 7))
+    assert not sized.exact and sized.in_shape == (2, 5, 7) and sized.out_shape == (18, 2, 3)
+    with pytest.raises(ValueError, match=r"Unfold.*expected x of shape \(batch, 2, 5, 7\)"):
+        sized(torch.randn(1, 2, 7, 7))
+    with pytest.raises(ValueError, match=r"Unfold.*does not tile an image of size \(6, 6\)"):
+        Unfold(3, 2, image_size=6)
+    with pytest.raises(ValueError, match=r"Unfold: image_size must be"):
+        Unfold(3, 2, image_size=(True, 5))
