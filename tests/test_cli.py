@@ -471,3 +471,28 @@ def test_a_run_that_cannot_start_leaves_no_directory(tmp_path, capsys, monkeypat
     assert "the trainer refused" in capsys.readouterr().err and not (tmp_path / "r").exists()
     monkeypatch.undo()
     assert _train(tmp_path / "r", "--max-steps", "1", "--quiet", "--no-plots") == 0  # the retry runs
+
+
+def test_generated_run_names_never_collide(tmp_path, monkeypatch, capsys):
+    """Two runs without --out started in the same second get distinct directories."""
+    import survae_flowify.cli.train as train_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_command.time, "strftime", lambda fmt: "20260101-000000")
+    taken = tmp_path / "runs" / "small-mlp-moons-20260101-000000"
+    taken.mkdir(parents=True)
+    (taken / "checkpoint.pt").write_text("another run's")
+    args = ["train", *MOONS, "--max-steps", "1", "--quiet", "--no-plots"]
+    assert main(args) == 0
+    assert (taken / "checkpoint.pt").read_text() == "another run's"
+    assert (tmp_path / "runs" / "small-mlp-moons-20260101-000000-2" / "checkpoint.pt").is_file()
+    assert main(args) == 0
+    assert (tmp_path / "runs" / "small-mlp-moons-20260101-000000-3" / "checkpoint.pt").is_file()
+
+
+def test_out_that_cannot_be_created_is_a_usage_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert _train(blocker / "run", "--max-steps", "1", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "cannot create the run directory" in err and "Traceback" not in err

@@ -186,12 +186,13 @@ def create_run_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     refused = (f"{path} already exists and is not an empty directory; nothing was changed. "
                f"Choose another --out, or continue that run with --resume {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path.mkdir()
-    except FileExistsError:
-        if not path.is_dir() or any(path.iterdir()):
-            raise RunError(refused) from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True)
+    except OSError as err:  # a read-only parent, a file where a folder should be, ...
+        raise RunError(f"cannot create the run directory {path}: {err.strerror or err}") from None
+    if any(path.iterdir()):
+        raise RunError(refused)
     try:
         os.close(os.open(path / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except FileExistsError:

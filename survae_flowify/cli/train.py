@@ -88,18 +88,22 @@ def _threads(args: argparse.Namespace, spec: dict[str, Any]) -> None:
 def _output_dir(args: argparse.Namespace, spec: dict, dist: Any) -> Path:
     """``--out`` or a new ``runs/<name>-<time>``, claimed by rank 0 (every rank learns the outcome)."""
     name = PRESETS.get(args.preset or "", {}).get("name") or f"{spec['model']}-{spec['dataset']}"
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(dist.broadcast(str(out)))
-    refusal = None
+    stem = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # A named --out is the user's: taken means refused. A generated name is ours: two runs
+    # started in the same second get -2, -3, ... rather than one of them failing.
+    candidates = [Path(args.out)] if args.out else [stem, *(Path(f"{stem}-{i}") for i in range(2, 100))]
+    claimed, refusal = None, None
     if dist.is_main:
-        try:
-            runs.create_run_dir(out)
-        except UsageError as err:
-            refusal = str(err)
-    refusal = dist.broadcast(refusal)
-    if refusal:
+        for out in candidates:
+            try:
+                claimed = str(runs.create_run_dir(out))
+                break
+            except UsageError as err:
+                refusal = str(err)
+    claimed, refusal = dist.broadcast((claimed, refusal))
+    if claimed is None:
         raise UsageError(refusal)
-    return out
+    return Path(claimed)
 
 
 def _resume_dir(args: argparse.Namespace, checkpoint: dict[str, Any]) -> Path:
