@@ -188,13 +188,13 @@ def _linear(module: nn.Linear, *, keep_weights: bool, input_shape: EventShape, *
 
 
 def _conv2d(module: nn.Conv2d, *, keep_weights: bool, input_shape: EventShape, **kwargs: Any) -> Transform:
-    from survae_flowify.layers.conv import Conv2d, _check_plain_conv  # lazy: conv imports Linear
+    from survae_flowify.layers.conv import Conv2d, check_plain_conv  # lazy: conv imports Linear
 
     if input_shape is not None and len(input_shape) == 3 and "image_size" not in kwargs:
         kwargs["image_size"] = tuple(input_shape[1:])
     if keep_weights:
         return Conv2d.from_conv2d(module, **kwargs)
-    _check_plain_conv(module)
+    check_plain_conv(module)
     fresh = Conv2d(module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
                    bias=module.bias is not None, **kwargs)
     return fresh.to(module.weight.device, module.weight.dtype)

@@ -14,19 +14,16 @@ from torch import Tensor, nn
 
 from survae_flowify import _checks, _state
 
-__all__ = ["NOISE_KINDS", "Noise", "NoiseKind", "check_noise_kind"]
+__all__ = ["NOISE_KINDS", "Noise", "NoiseKind", "check_noise"]
 
 NoiseKind = Literal["normal", "uniform"]
 NOISE_KINDS: tuple[NoiseKind, ...] = ("normal", "uniform")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def check_noise_kind(layer: str, noise: str) -> str:
-    """Kept for Pad and Unfold (whose tests match this message); new code uses
-    ``_checks.choice(layer, "noise", noise, NOISE_KINDS)``."""
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"{layer}: noise must be 'normal' or 'uniform', got {noise!r}")
-    return noise
+def check_noise(layer: str, noise: object) -> NoiseKind:
+    """``noise`` if it names a noise kind, else a ``ValueError`` naming ``layer``."""
+    return _checks.choice(layer, "noise", noise, NOISE_KINDS)  # type: ignore[return-value]
 
 
 class Noise(nn.Module):
@@ -34,7 +31,7 @@ class Noise(nn.Module):
 
     def __init__(self, kind: NoiseKind = "normal", *, init_scale: float = 1.0) -> None:
         super().__init__()
-        self.kind = _checks.choice("Noise", "noise", kind, NOISE_KINDS)  # the option layers take
+        self.kind = check_noise("Noise", kind)
         scale = _checks.positive_float("Noise", "init_scale", init_scale)
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
 

@@ -31,14 +31,15 @@ from survae_flowify.algebra.transform import (
     check_input,
 )
 from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
-from survae_flowify.distributions.noise import NoiseKind
+from survae_flowify.distributions.noise import NoiseKind, check_noise
 from survae_flowify.layers.linear import Linear, SvdLinear
-from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride, check_noise
+from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride
 from survae_flowify.layers.rotations import RotationKind
 from survae_flowify.layers.unfold import Unfold
 
 __all__ = [
     "Conv2d",
+    "check_plain_conv",
     "PatchLinear",
     "PatchLinearBijection",
     "PatchLinearGenerative",
@@ -321,7 +322,7 @@ class Conv2d(Sequential):
         dilation, one group. ``kwargs`` go to :class:`Conv2d` (``noise``, ``inverse_density``,
         ``image_size``, ...).
         """
-        _check_plain_conv(conv)
+        check_plain_conv(conv)
         k, s = conv.kernel_size[0], conv.stride[0]
         layer = cls(conv.in_channels, conv.out_channels, k, s, bias=conv.bias is not None, **kwargs)
         layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
@@ -338,7 +339,9 @@ class Conv2d(Sequential):
         return layer
 
 
-def _check_plain_conv(conv: nn.Module) -> None:
+def check_plain_conv(conv: nn.Module) -> None:
+    """``TypeError``/``ValueError`` unless ``conv`` is an ``nn.Conv2d`` that flowifies (no padding,
+    dilation or groups); shared by :meth:`Conv2d.from_conv2d` and :func:`~survae_flowify.flowify`."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"Conv2d.from_conv2d: expected a torch.nn.Conv2d, got {type(conv).__name__}")
     problems = []

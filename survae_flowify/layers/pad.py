@@ -7,16 +7,14 @@ make it so, filled with noise of learned scale, so that no pixel is lost by the 
 
 from __future__ import annotations
 
-from typing import get_args
-
 import torch
 from torch import Tensor
 
 from survae_flowify import _checks
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import Noise, NoiseKind
+from survae_flowify.distributions.noise import Noise, NoiseKind, check_noise
 
-__all__ = ["Pad", "check_channels", "check_image_size", "check_kernel_stride", "check_noise", "padded_size"]
+__all__ = ["Pad", "check_channels", "check_image_size", "check_kernel_stride", "padded_size"]
 
 
 def check_kernel_stride(layer: str, kernel_size: object, stride: object) -> tuple[int, int]:
@@ -54,10 +52,6 @@ def check_image_size(layer: str, image_size: object) -> tuple[int, int] | None:
 def check_channels(layer: str, in_channels: object) -> int | None:
     """``None`` (any number of channels) or a positive int."""
     return None if in_channels is None else _checks.positive_int(layer, "in_channels", in_channels)
-
-
-def check_noise(layer: str, noise: object) -> NoiseKind:
-    return _checks.choice(layer, "noise", noise, get_args(NoiseKind))  # type: ignore[return-value]
 
 
 class Pad(GenerativeSurjection):

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
-from survae_flowify.distributions.noise import NoiseKind
-from survae_flowify.layers.pad import check_channels, check_image_size, check_kernel_stride, check_noise
+from survae_flowify.distributions.noise import NoiseKind, check_noise
+from survae_flowify.layers.pad import check_channels, check_image_size, check_kernel_stride
 from survae_flowify.transforms.orthogonal import log_q_orthogonal
 
 __all__ = ["Unfold", "multiplicities"]
