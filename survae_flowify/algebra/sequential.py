@@ -85,7 +85,7 @@ class Sequential(Transform):
     # The entry of a call checks the input once, naming the leaf layer that takes it and
     # comparing dtype/device with the whole composite's parameters; the parts then skip the
     # non-finite check (a device sync per layer) and the dtype/device look-up.
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if _state.validation_enabled():
             entry = entry_layer(self)
             check_input(entry, x, entry.in_shape, what="x", integer_ok=entry.accepts_integer,
@@ -94,13 +94,13 @@ class Sequential(Transform):
             return x, x.new_zeros(x.shape[0])
         parts = list(self)
         with _state.inside_call():
-            x, total = parts[0].forward(x)
+            x, total = parts[0].forward(x, context)
             for t in parts[1:]:
-                x, c = t.forward(x)
+                x, c = t.forward(x, context)
                 total = total + c
         return x, total
 
-    def inverse(self, z: Tensor, *, mean: bool = False) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool = False) -> Tensor:
         if _state.validation_enabled():
             last = exit_layer(self)
             check_input(last, z, last.out_shape, what="z", reference=self)
@@ -108,7 +108,7 @@ class Sequential(Transform):
                 _checks.boolean("Sequential.inverse", "mean", mean)
         with _state.inside_call():
             for t in reversed(list(self)):
-                z = t.inverse(z, mean=mean)
+                z = t.inverse(z, context, mean=mean)
         return z
 
     def trace(self, x: Tensor) -> list[tuple[str, Transform, Tensor, Tensor]]:

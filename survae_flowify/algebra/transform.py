@@ -18,6 +18,7 @@ public :meth:`Transform.forward` and :meth:`Transform.inverse` validate the inpu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "InferenceSurjection",
     "Shape",
     "Transform",
+    "check_context",
     "check_input",
 ]
 
@@ -88,6 +90,21 @@ def check_input(
         raise ValueError(f"{_describe(layer)}: {what} contains NaN or infinite values (shape {got})")
 
 
+def check_context(layer: nn.Module, context: Tensor | None, features: int | None, batch: int) -> None:
+    """For a layer with ``context_features=features``: ``context`` must be ``(batch, features)``.
+
+    ``features=None`` (an unconditional layer) accepts anything, the context being ignored. A
+    missing or misshapen context raises a ``ValueError`` naming the layer and the expected shape.
+    """
+    if features is None or not _state.validation_enabled():
+        return
+    if context is None:
+        raise ValueError(f"{_describe(layer)}: needs a context of shape ({batch}, {features}), got none")
+    if not isinstance(context, Tensor) or tuple(context.shape) != (batch, features):
+        got = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+        raise ValueError(f"{_describe(layer)}: expected a context of shape ({batch}, {features}), got {got}")
+
+
 def _is_real_integer(dtype: torch.dtype) -> bool:
     return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
@@ -134,6 +151,8 @@ class Transform(nn.Module):
     """
 
     exact: ClassVar[bool] = True
+    _forward_takes_context: ClassVar[bool] = False
+    _inverse_takes_context: ClassVar[bool] = False
     stochastic_forward: ClassVar[bool] = False
     stochastic_inverse: ClassVar[bool] = False
     accepts_integer: ClassVar[bool] = False
@@ -152,14 +171,28 @@ class Transform(nn.Module):
         """Event shape the inverse expects (``None``: any)."""
         return None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``x`` of shape ``(B, *in_shape)`` to ``(z, contribution)``; contribution is ``(B,)``."""
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A layer opts into a context by naming it in its own _forward/_inverse; layers written
+        # against the context-free signatures (``_forward(x)``, ``_inverse(z, *, mean)``) keep
+        # working and never see one. Decided once per class, so the hot path reads a flag.
+        cls._forward_takes_context = "context" in inspect.signature(cls._forward).parameters
+        cls._inverse_takes_context = "context" in inspect.signature(cls._inverse).parameters
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map ``x`` of shape ``(B, *in_shape)`` to ``(z, contribution)``; contribution is ``(B,)``.
+
+        ``context`` (``(B, *context_shape)``, optional) reaches the layers that take one; the others
+        ignore it.
+        """
         check_input(self, x, self.in_shape, what="x", integer_ok=self.accepts_integer)
         with _state.inside_call():
+            if self._forward_takes_context:
+                return self._forward(x, context=context)
             return self._forward(x)
 
-    def inverse(self, z: Tensor, *, mean: bool = False) -> Tensor:
-        """Map ``z`` back to data space.
+    def inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool = False) -> Tensor:
+        """Map ``z`` back to data space (``context`` as in :meth:`forward`).
 
         ``mean=True`` replaces every sample drawn by a stochastic inverse with the mean of its
         density (the paper's "mean" samples and reconstructions, appendix E).
@@ -168,6 +201,8 @@ class Transform(nn.Module):
         if _state.validation_enabled() and not isinstance(mean, bool):
             _checks.boolean(type(self).__name__ + ".inverse", "mean", mean)
         with _state.inside_call():
+            if self._inverse_takes_context:
+                return self._inverse(z, context=context, mean=mean)
             return self._inverse(z, mean=mean)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -295,10 +295,10 @@ class Conv2d(Sequential):
             return (self.out_channels, None, None)
         return (self.out_channels, *self.output_size(self.image_size))
 
-    def inverse(self, z: Tensor, *, mean: bool = False) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool = False) -> Tensor:
         """The parts' inverses in reverse order; ``z`` is checked against :attr:`out_shape` first."""
         check_input(self, z, self.out_shape, what="z")
-        return super().inverse(z, mean=mean)
+        return super().inverse(z, context, mean=mean)
 
     def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(H', W')`` for an input of size ``(H, W)`` (after padding)."""
