@@ -19,7 +19,8 @@ class Case:
     applies to ``Flow(StandardNormal(out), transform)``. ``sample_input``: optional custom
     input (e.g. integers for ``Dequantize``). ``log_det``: whether the autograd log-det check
     applies (bijections and noise-free generative surjections). ``gradcheck``: whether float64
-    gradcheck of the contribution is meaningful.
+    gradcheck of the contribution is meaningful. ``context_features``: a conditional case, fed
+    :meth:`context` at every call.
     """
 
     make: Callable[[], Transform]
@@ -28,6 +29,14 @@ class Case:
     sample_input: Callable[[int, torch.dtype], Tensor] | None = None
     log_det: bool = True
     gradcheck: bool = True
+    context_features: int | None = None
+
+    def context(self, batch: int, dtype: torch.dtype, seed: int = 1) -> Tensor | None:
+        """A fixed context ``(batch, context_features)`` for conditional cases, else ``None``."""
+        if self.context_features is None:
+            return None
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, self.context_features, generator=g).to(dtype)
 
     def input(self, batch: int, dtype: torch.dtype, seed: int = 0) -> Tensor:
         torch.manual_seed(seed)
