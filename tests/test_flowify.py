@@ -9,7 +9,7 @@ from torch import nn
 import survae_flowify as ffn
 from survae_flowify import conversion as flowify_module
 from survae_flowify.conversion import flowify, register_converter
-from survae_flowify.distributions import ConditionalNormal
+from survae_flowify.distributions import ConditionalNormalDensity
 from survae_flowify.layers.conv import Conv2d
 from survae_flowify.layers.linear import IncreasingLinear, ReducingLinear, SquareLinear
 
@@ -90,7 +90,7 @@ def test_keep_weights_false_gives_fresh_layers_of_the_same_sizes() -> None:
         assert flow(x)[0].shape == net(x).shape
         assert not torch.allclose(flow[0].weight, net[0].weight, atol=1e-3)
     assert flow[0].weight.dtype == torch.float64
-    assert isinstance(flow[3].inverse_density, ConditionalNormal)
+    assert isinstance(flow[3].inverse_density, ConditionalNormalDensity)
     conv = flowify(nn.Conv2d(2, 3, 2, 2), keep_weights=False, input_shape=(2, 4, 4))
     assert isinstance(conv[0], Conv2d) and conv[0].weight.shape == (3, 2, 2, 2)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import survae_flowify as ffn
-from survae_flowify.distributions import ConditionalNormal, Noise, make_inverse_density
+from survae_flowify.distributions import ConditionalNormalDensity, Noise, make_inverse_density
 from survae_flowify.layers.residual import AddHalves, Branch
 from survae_flowify.testing import perturb_parameters
 
@@ -74,8 +74,8 @@ BAD: dict[str, tuple[Callable[[], Any], str]] = {
                        r"make_inverse_density: hidden must be a positive int, got 0"),
     "density_hidden_bool": (lambda: make_inverse_density("normal", (2,), (2,), hidden=True),
                             r"make_inverse_density: hidden must be a positive int, got True"),
-    "conditional_hidden": (lambda: ConditionalNormal((2,), (2,), hidden=0),
-                           r"ConditionalNormal: hidden must be a positive int, got 0"),
+    "conditional_hidden": (lambda: ConditionalNormalDensity((2,), (2,), hidden=0),
+                           r"ConditionalNormalDensity: hidden must be a positive int, got 0"),
     "add_halves_density": (lambda: AddHalves(3, inverse_density="bogus"),
                            r"AddHalves: inverse_density must be one of"),
     "add_halves_hidden": (lambda: AddHalves(3, hidden=0), r"AddHalves: hidden must be a positive int, got 0"),

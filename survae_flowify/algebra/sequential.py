@@ -111,10 +111,10 @@ class Sequential(Transform):
                 z = t.inverse(z, context, mean=mean)
         return z
 
-    def trace(self, x: Tensor) -> list[tuple[str, Transform, Tensor, Tensor]]:
+    def trace(self, x: Tensor, context: Tensor | None = None) -> list[tuple[str, Transform, Tensor, Tensor]]:
         rows: list[tuple[str, Transform, Tensor, Tensor]] = []
         for name, t in self._modules.items():
-            for sub, layer, z, c in t.trace(x):  # type: ignore[union-attr, operator]
+            for sub, layer, z, c in t.trace(x, context):  # type: ignore[union-attr, operator]
                 rows.append((f"{name}.{sub}" if sub else name, layer, z, c))
             x = rows[-1][2]
         return rows

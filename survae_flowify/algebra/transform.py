@@ -211,9 +211,9 @@ class Transform(nn.Module):
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         raise NotImplementedError
 
-    def trace(self, x: Tensor) -> list[tuple[str, Transform, Tensor, Tensor]]:
+    def trace(self, x: Tensor, context: Tensor | None = None) -> list[tuple[str, Transform, Tensor, Tensor]]:
         """Forward pass recording ``(name, layer, output, contribution)`` for every leaf layer."""
-        z, contribution = self.forward(x)
+        z, contribution = self.forward(x, context)
         return [("", self, z, contribution)]
 
 

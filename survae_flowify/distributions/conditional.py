@@ -1,14 +1,18 @@
 """Inverse densities ``p(d | c)`` for what an inference surjection drops.
 
-Each takes the dropped part ``d`` (shape ``(B, *drop_shape)``) and a context ``c`` (what was kept,
-shape ``(B, *context_shape)``) and offers ``log_prob(d, c) -> (B,)``, ``sample(c)`` and
-``mean(c)``. Three kinds, chosen by :func:`make_inverse_density`:
+Each takes the dropped part ``d`` (shape ``(B, *drop_shape)``) and what was kept, ``c`` (shape
+``(B, *context_shape)``), and offers ``log_prob(d, c) -> (B,)``, ``sample(c)``, ``mean(c)`` and
+``draw(c, mean=...)``; each also takes an optional flow context ``context=`` (``(B, k)``), which
+only a conditional density built with ``context_features=k`` uses. Three kinds, chosen by
+:func:`make_inverse_density`:
 
 * ``"normal"``: ``N(0, I)``, independent of ``c``;
 * ``"diagonal"``: ``N(μ, diag σ²)`` with learned ``μ``, ``log σ``, independent of ``c``;
 * ``"conditional"``: ``N(μ(c), diag σ(c)²)`` where a small network predicts ``μ`` and ``log σ``
   from ``c`` (an MLP for vectors, a convolutional network for ``(C, H, W)`` maps), as in the
-  official flowification code.
+  official flowification code (:class:`ConditionalNormalDensity`). With ``context_features=k``
+  the network sees ``[c, context]``: concatenated for vectors, and for maps the context vector
+  broadcast over every position as ``k`` extra input channels.
 
 Shapes may leave spatial sizes open: ``drop_shape = (M, None, None)`` with
 ``context_shape = (C, None, None)`` describes densities over maps of any ``H × W`` (a
@@ -29,10 +33,11 @@ from survae_flowify import _checks
 
 __all__ = [
     "INVERSE_DENSITY_KINDS",
-    "ConditionalNormal",
+    "ConditionalNormalDensity",
     "DiagonalNormalDensity",
     "InverseDensity",
     "StandardNormalDensity",
+    "check_context_features",
     "make_inverse_density",
 ]
 
@@ -71,41 +76,41 @@ class InverseDensity(nn.Module):
         super().__init__()
         self.drop_shape = tuple(drop_shape)
 
-    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+    def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(μ, log σ)``, each broadcastable to ``(B, *drop_shape)``."""
         raise NotImplementedError
 
-    def _full_shape(self, context: Tensor) -> tuple[int, ...]:
-        sizes = [c if d is None else d for d, c in zip(self.drop_shape, context.shape[1:])]
-        return (context.shape[0], *sizes, *self.drop_shape[len(sizes):])
+    def _full_shape(self, kept: Tensor) -> tuple[int, ...]:
+        sizes = [c if d is None else d for d, c in zip(self.drop_shape, kept.shape[1:])]
+        return (kept.shape[0], *sizes, *self.drop_shape[len(sizes):])
 
-    def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
-        loc, log_scale = self.params(context)
+    def log_prob(self, d: Tensor, kept: Tensor, context: Tensor | None = None) -> Tensor:
+        loc, log_scale = self.params(kept, context)
         return _normal_log_prob(d, loc, log_scale)
 
-    def mean(self, context: Tensor) -> Tensor:
-        loc, _ = self.params(context)
-        return loc.expand(self._full_shape(context)).to(context.dtype)
+    def mean(self, kept: Tensor, context: Tensor | None = None) -> Tensor:
+        loc, _ = self.params(kept, context)
+        return loc.expand(self._full_shape(kept)).to(kept.dtype)
 
-    def sample(self, context: Tensor) -> Tensor:
-        loc, log_scale = self.params(context)
-        shape = self._full_shape(context)
-        eps = torch.randn(shape, dtype=context.dtype, device=context.device)
+    def sample(self, kept: Tensor, context: Tensor | None = None) -> Tensor:
+        loc, log_scale = self.params(kept, context)
+        shape = self._full_shape(kept)
+        eps = torch.randn(shape, dtype=kept.dtype, device=kept.device)
         return loc + torch.exp(log_scale) * eps
 
-    def draw(self, context: Tensor, *, mean: bool) -> Tensor:
+    def draw(self, kept: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
         """A sample of ``p(d | c)``, or its mean when ``mean=True`` (the inverse's two modes)."""
-        return self.mean(context) if mean else self.sample(context)
+        return self.mean(kept, context) if mean else self.sample(kept, context)
 
 
 class StandardNormalDensity(InverseDensity):
     """``p(d | c) = N(0, I)``."""
 
-    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        zero = context.new_zeros(())
+    def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        zero = kept.new_zeros(())
         return zero, zero
 
-    def log_prob(self, d: Tensor, context: Tensor) -> Tensor:
+    def log_prob(self, d: Tensor, kept: Tensor, context: Tensor | None = None) -> Tensor:
         return -0.5 * d.flatten(1).square().sum(1) - _HALF_LOG_2PI * math.prod(d.shape[1:])
 
 
@@ -122,11 +127,11 @@ class DiagonalNormalDensity(InverseDensity):
         self.loc = nn.Parameter(torch.zeros(param_shape))
         self.log_scale = nn.Parameter(torch.zeros(param_shape))
 
-    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
+    def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.loc, self.log_scale
 
 
-class ConditionalNormal(InverseDensity):
+class ConditionalNormalDensity(InverseDensity):
     """``p(d | c) = N(μ(c), diag σ(c)²)``; a small network maps ``c`` to ``(μ, log σ)``.
 
     For vectors (``context_shape = (k,)``, ``drop_shape = (m,)``) the network is
@@ -135,6 +140,11 @@ class ConditionalNormal(InverseDensity):
     (``H``, ``W`` may be ``None``) works. The last layer starts at zero,
     so at initialization the density is ``N(0, I)``. ``log σ = 5·tanh(raw/5)`` is softly
     bounded for numerical stability.
+
+    ``context_features=f`` (optional) makes it also conditional on a flow context ``a`` of shape
+    ``(B, f)``: ``N(μ(c, a), diag σ(c, a)²)``. The network's input is ``[c, a]``, concatenated
+    for vectors (``Linear(k + f, h)``); for maps ``a`` is broadcast over every position as ``f``
+    extra channels (``Conv3×3(C + f, h)``), so each position sees the whole context.
     """
 
     def __init__(
@@ -143,29 +153,47 @@ class ConditionalNormal(InverseDensity):
         context_shape: tuple[int | None, ...],
         *,
         hidden: int = 64,
+        context_features: int | None = None,
     ) -> None:
         _check_shapes(tuple(drop_shape), tuple(context_shape))
-        hidden = _checks.positive_int("ConditionalNormal", "hidden", hidden)
+        hidden = _checks.positive_int("ConditionalNormalDensity", "hidden", hidden)
+        extra = 0 if context_features is None else _checks.positive_int(
+            "ConditionalNormalDensity", "context_features", context_features)
         super().__init__(drop_shape)
         self.context_shape = tuple(context_shape)
+        self.context_features = context_features
         if len(self.drop_shape) == 1 and len(self.context_shape) == 1:
             last = nn.Linear(hidden, 2 * self.drop_shape[0])
-            self.net = nn.Sequential(nn.Linear(self.context_shape[0], hidden), nn.GELU(), last)
+            self.net = nn.Sequential(nn.Linear(self.context_shape[0] + extra, hidden), nn.GELU(), last)
         elif len(self.drop_shape) == 3 and len(self.context_shape) == 3:
             last = nn.Conv2d(hidden, 2 * self.drop_shape[0], 3, padding=1)
             self.net = nn.Sequential(
-                nn.Conv2d(self.context_shape[0], hidden, 3, padding=1), nn.GELU(), last
+                nn.Conv2d(self.context_shape[0] + extra, hidden, 3, padding=1), nn.GELU(), last
             )
         else:
             raise ValueError(
-                f"ConditionalNormal: expected vector or (C, H, W) shapes of equal rank, got "
+                f"ConditionalNormalDensity: expected vector or (C, H, W) shapes of equal rank, got "
                 f"drop_shape={self.drop_shape}, context_shape={self.context_shape}"
             )
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
-    def params(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        loc, raw = self.net(context).chunk(2, dim=1)
+    def extra_repr(self) -> str:
+        out = f"drop_shape={self.drop_shape}, context_shape={self.context_shape}"
+        return out if self.context_features is None else out + f", context_features={self.context_features}"
+
+    def _net_input(self, kept: Tensor, context: Tensor | None) -> Tensor:
+        if self.context_features is None:
+            return kept
+        # The owning layer has checked the context's shape (check_context) before calling here.
+        context = context.to(kept.dtype)  # type: ignore[union-attr]
+        if kept.dim() == 4:  # a map: the context vector at every position, as extra channels
+            b, _, h, w = kept.shape
+            context = context[:, :, None, None].expand(b, context.shape[1], h, w)
+        return torch.cat([kept, context], dim=1)
+
+    def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        loc, raw = self.net(self._net_input(kept, context)).chunk(2, dim=1)
         # A soft bound on log σ keeps early training and float32 stable; |log σ| < 5.
         return loc, _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)
 
@@ -176,19 +204,37 @@ def make_inverse_density(
     context_shape: tuple[int | None, ...],
     *,
     hidden: int = 64,
+    context_features: int | None = None,
     owner: str = "make_inverse_density",
 ) -> InverseDensity:
     """Build the inverse density named by ``kind`` (``"normal"``, ``"diagonal"``, ``"conditional"``).
 
     ``None`` in the shapes leaves a (spatial) size open; see the module docstring. ``hidden`` is
     the width of the conditional network (checked for every kind, so a typo never waits for a
-    switch of kind). ``owner`` (the layer asking) names errors.
+    switch of kind). ``context_features`` makes the conditional density see a flow context too; it
+    needs ``kind="conditional"`` (the other kinds could not use it). ``owner`` (the layer asking)
+    names errors.
     """
     _checks.choice(owner, "inverse_density", kind, INVERSE_DENSITY_KINDS)
     _checks.positive_int(owner, "hidden", hidden)
+    check_context_features(owner, context_features, kind)
     _check_shapes(tuple(drop_shape), tuple(context_shape))
     if kind == "normal":
         return StandardNormalDensity(drop_shape)
     if kind == "diagonal":
         return DiagonalNormalDensity(drop_shape)
-    return ConditionalNormal(drop_shape, context_shape, hidden=hidden)
+    return ConditionalNormalDensity(drop_shape, context_shape, hidden=hidden,
+                                    context_features=context_features)
+
+
+def check_context_features(owner: str, context_features: object, kind: object) -> int | None:
+    """``context_features`` (``None`` or a positive int), which only ``kind="conditional"`` uses."""
+    if context_features is None:
+        return None
+    features = _checks.positive_int(owner, "context_features", context_features)
+    if kind != "conditional":
+        raise ValueError(
+            f"{owner}: context_features={features} needs inverse_density='conditional' (the only "
+            f"inverse density that sees a context), got inverse_density={kind!r}"
+        )
+    return features

@@ -28,9 +28,14 @@ from survae_flowify.algebra.transform import (
     InferenceSurjection,
     Shape,
     Transform,
+    check_context,
     check_input,
 )
-from survae_flowify.distributions.conditional import InverseDensityKind, make_inverse_density
+from survae_flowify.distributions.conditional import (
+    InverseDensityKind,
+    check_context_features,
+    make_inverse_density,
+)
 from survae_flowify.distributions.noise import NoiseKind, check_noise
 from survae_flowify.layers.linear import Linear, SvdLinear
 from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride
@@ -99,6 +104,10 @@ class PatchLinear(Transform):
 
     ``bias``, ``noise`` and ``rotation`` (``"householder"``, ``"cayley"``, ``"exp"``) configure the
     Linear; ``hidden`` is the width of the conditional network. Any ``H × W`` works.
+
+    ``context_features=k`` (reducing regime, ``inverse_density="conditional"``): the density's
+    network also sees a flow context ``a`` of shape ``(B, k)``, broadcast over every position as
+    ``k`` extra input channels: ``p(d | z, a)``. Every call then needs a context.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> PatchLinear:
@@ -119,18 +128,21 @@ class PatchLinear(Transform):
         noise: NoiseKind = "normal",
         rotation: RotationKind = "householder",
         hidden: int = 64,
+        context_features: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             _checks.positive_int("PatchLinear", name, value)
         _check_linear_options("PatchLinear", bias, inverse_density, noise, rotation, hidden)
+        check_context_features("PatchLinear", context_features, inverse_density)
         # The Linear's own (vector) inverse density stays parameter-free: the dropped
         # coordinates get a density over the whole map instead.
         linear = Linear(in_channels, out_channels, bias=bias, noise=noise, inverse_density="normal",
                         rotation=rotation)
-        self._adopt(linear, inverse_density, hidden=hidden)
+        self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features)
 
-    def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int) -> None:
+    def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int,
+               context_features: int | None) -> None:
         """Use ``linear`` for the patches; build the map density of the dropped coordinates."""
         if not isinstance(linear, SvdLinear):  # forward_parts needs the SVD basis of what is dropped
             raise TypeError(f"{type(self).__name__}: needs a Linear with parametrization='svd', got "
@@ -143,9 +155,17 @@ class PatchLinear(Transform):
         self.in_channels, self.out_channels = linear.in_features, linear.out_features
         self.linear = linear
         drop = self.in_channels - self.out_channels
+        if context_features is not None and drop <= 0:
+            raise ValueError(
+                f"{type(self).__name__}({self.in_channels}, {self.out_channels}): context_features is "
+                "used by the conditional inverse density of a reducing kernel (in > out channels); "
+                "this kernel drops nothing"
+            )
+        self.context_features = context_features
         if drop > 0:
             self.inverse_density = make_inverse_density(
-                inverse_density, (drop, None, None), (self.out_channels, None, None), hidden=hidden
+                inverse_density, (drop, None, None), (self.out_channels, None, None), hidden=hidden,
+                context_features=context_features, owner=type(self).__name__,
             )
 
     @classmethod
@@ -155,6 +175,7 @@ class PatchLinear(Transform):
         *,
         inverse_density: InverseDensityKind = "conditional",
         hidden: int = 64,
+        context_features: int | None = None,
     ) -> PatchLinear:
         """A PatchLinear that applies the given flowified ``linear`` to every position.
 
@@ -168,13 +189,15 @@ class PatchLinear(Transform):
         _checks.choice("PatchLinear.from_linear", "inverse_density", inverse_density,
                        get_args(InverseDensityKind))
         _checks.positive_int("PatchLinear.from_linear", "hidden", hidden)
+        check_context_features("PatchLinear.from_linear", context_features, inverse_density)
         self = PatchLinear.__new__(PatchLinear, linear.in_features, linear.out_features)
         Transform.__init__(self)
-        self._adopt(linear, inverse_density, hidden=hidden)
+        self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features)
         return self
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, out_channels={self.out_channels}"
+        out = f"in_channels={self.in_channels}, out_channels={self.out_channels}"
+        return out if self.context_features is None else out + f", context_features={self.context_features}"
 
     @property
     def bounded_noise(self) -> bool:
@@ -197,7 +220,8 @@ class PatchLinear(Transform):
     def bias(self) -> Tensor | None:
         return self.linear.bias
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_context(self, context, self.context_features, x.shape[0])
         b, _, h, w = x.shape
         z, dropped, log_q, log_det = self.linear.forward_parts(_to_rows(x))
         z_map = _to_map(z, b, h, w)
@@ -205,15 +229,17 @@ class PatchLinear(Transform):
         if log_q is not None:
             contribution = contribution - log_q.reshape(b, h * w).sum(1)
         if dropped is not None:
-            contribution = contribution + self.inverse_density.log_prob(_to_map(dropped, b, h, w), z_map)
+            contribution = contribution + self.inverse_density.log_prob(_to_map(dropped, b, h, w), z_map,
+                                                                        context)
         return z_map, contribution
 
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
+        check_context(self, context, self.context_features, z.shape[0])
         b, _, h, w = z.shape
         dropped = None
         if self.in_channels > self.out_channels:
             density = self.inverse_density
-            dropped = _to_rows(density.draw(z, mean=mean))
+            dropped = _to_rows(density.draw(z, context, mean=mean))
         return _to_map(self.linear.inverse_parts(_to_rows(z), dropped), b, h, w)
 
 
@@ -253,7 +279,9 @@ class Conv2d(Sequential):
     paper's models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed
     by the inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
     Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` (width of
-    the conditional network).
+    the conditional network), ``context_features`` (a reducing kernel's conditional density also
+    sees a flow context ``(B, k)``, broadcast over positions as extra channels; see
+    :class:`PatchLinear`).
     """
 
     def __init__(
@@ -269,12 +297,21 @@ class Conv2d(Sequential):
         image_size: int | tuple[int, int] | None = None,
         rotation: RotationKind = "householder",
         hidden: int = 64,
+        context_features: int | None = None,
     ) -> None:
         super(Sequential, self).__init__()  # named parts instead of Sequential's numbered ones
         k, s = check_kernel_stride("Conv2d", kernel_size, stride)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             _checks.positive_int("Conv2d", name, value)
         _check_linear_options("Conv2d", bias, inverse_density, noise, rotation, hidden)
+        check_context_features("Conv2d", context_features, inverse_density)
+        if context_features is not None and in_channels * kernel_size**2 <= out_channels:
+            raise ValueError(
+                f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size}): context_features "
+                "is used by the conditional inverse density of a reducing kernel "
+                "(in_channels·kernel_size² > out_channels); this kernel drops nothing"
+            )
+        self.context_features = context_features
         self.kernel_size, self.stride = k, s
         self.in_channels, self.out_channels = in_channels, out_channels
         self.image_size = check_image_size("Conv2d", image_size)
@@ -283,7 +320,7 @@ class Conv2d(Sequential):
         self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels, image_size=padded))
         self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
                                               inverse_density=inverse_density, rotation=rotation,
-                                              hidden=hidden))
+                                              hidden=hidden, context_features=context_features))
 
     def extra_repr(self) -> str:
         out = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -21,7 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from survae_flowify._cache import gradient_needed
-from survae_flowify.algebra.transform import Bijection, GenerativeSurjection, InferenceSurjection
+from survae_flowify.algebra.transform import (
+    Bijection,
+    GenerativeSurjection,
+    InferenceSurjection,
+    check_context,
+)
 from survae_flowify.distributions.conditional import make_inverse_density
 from survae_flowify.distributions.noise import Noise
 from survae_flowify.layers import gram_linear  # noqa: F401  (registers parametrization="gram")
@@ -146,7 +151,8 @@ class ReducingLinear(SvdLinear, InferenceSurjection):
     def _init_regime(self) -> None:
         drop = self.in_features - self.out_features
         self.inverse_density = make_inverse_density(
-            self.inverse_density_kind, (drop,), (self.out_features,), hidden=self.hidden)  # type: ignore[arg-type]
+            self.inverse_density_kind, (drop,), (self.out_features,), hidden=self.hidden,  # type: ignore[arg-type]
+            context_features=self.context_features, owner="Linear")
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         v = self.V.matrix()
@@ -163,12 +169,14 @@ class ReducingLinear(SvdLinear, InferenceSurjection):
             z = self.U.rotate(y[:, : self.rank] * torch.exp(self.log_sigma).to(x.dtype))
         return z + self._b(x), dropped, None, self._log_det(x)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_context(self, context, self.context_features, x.shape[0])
         z, dropped, _, log_det = self.forward_parts(x)
-        return z, log_det + self.inverse_density.log_prob(dropped, z)
+        return z, log_det + self.inverse_density.log_prob(dropped, z, context)
 
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        d = self.inverse_density.draw(z, mean=mean)
+    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
+        check_context(self, context, self.context_features, z.shape[0])
+        d = self.inverse_density.draw(z, context, mean=mean)
         return self.inverse_parts(z, d)
 
 

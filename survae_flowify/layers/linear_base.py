@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from survae_flowify import _checks
 from survae_flowify._cache import ParameterCache
 from survae_flowify.algebra.transform import Shape, Transform
-from survae_flowify.distributions.conditional import InverseDensityKind
+from survae_flowify.distributions.conditional import InverseDensityKind, check_context_features
 from survae_flowify.distributions.noise import NoiseKind
 from survae_flowify.layers.rotations import RotationKind
 
@@ -30,7 +30,7 @@ PARAMETRIZATIONS: tuple[str, ...] = get_args(Parametrization)
 INVERSE_DENSITIES: tuple[str, ...] = get_args(InverseDensityKind)
 NOISES: tuple[str, ...] = get_args(NoiseKind)
 ROTATIONS: tuple[str, ...] = get_args(RotationKind)
-DEFAULT_HIDDEN = 64  # width of the conditional inverse density's network (as ConditionalNormal)
+DEFAULT_HIDDEN = 64  # width of the conditional inverse density's network (as ConditionalNormalDensity)
 
 _REGISTRY: dict[tuple[str, str], type[Linear]] = {}
 L = TypeVar("L", bound="Linear")
@@ -79,6 +79,10 @@ class Linear(ParameterCache, Transform):
             inverse density and the noise are standard normal
             (:mod:`survae_flowify.layers.gram_linear`); fastest for wide layers.
         hidden: width of the conditional inverse density's network.
+        context_features: for ``in > out`` with ``inverse_density="conditional"``, the size ``k``
+            of a flow context ``a`` (``(B, k)``) that the density's network sees too:
+            ``p(y_drop | z, a)`` from ``Linear(out + k, hidden)``. Every call then needs a context.
+            A layer that drops nothing, or another inverse density, cannot use it: ``ValueError``.
 
     Every option is validated whatever the regime (a square layer has no inverse density, but
     ``inverse_density="bogus"`` is still an error). ``layer.weight`` (``(out, in)``) and
@@ -107,6 +111,7 @@ class Linear(ParameterCache, Transform):
         rotation: RotationKind = "householder",
         parametrization: Parametrization = "svd",
         hidden: int = DEFAULT_HIDDEN,
+        context_features: int | None = None,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = _sizes((in_features, out_features), {})
@@ -120,6 +125,13 @@ class Linear(ParameterCache, Transform):
             raise ValueError(f"{type(self).__name__}: parametrization must be "
                              f"{self.parametrization!r}, got {parametrization!r}")
         self.hidden = _checks.positive_int("Linear", "hidden", hidden)
+        self.context_features = check_context_features("Linear", context_features, inverse_density)
+        if self.context_features is not None and self.in_features <= self.out_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}): context_features is used by the "
+                "conditional inverse density of a reducing layer (in_features > out_features); "
+                "this layer drops nothing"
+            )
         self.rank = min(self.in_features, self.out_features)
         self._with_bias = bias
 

@@ -132,14 +132,14 @@ class Branch(Transform):
     def out_shape(self) -> Shape:
         return _pair_shape(self._half)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         a, c = x.chunk(2, dim=1)
-        fc, contribution = self.f(c)
+        fc, contribution = self.f(c, context)
         return torch.cat([a, fc], dim=1), contribution
 
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
         a, e = z.chunk(2, dim=1)
-        return torch.cat([a, self.f.inverse(e, mean=mean)], dim=1)
+        return torch.cat([a, self.f.inverse(e, context, mean=mean)], dim=1)
 
 
 class Residual(Sequential):

@@ -8,7 +8,7 @@ from torch import nn
 
 import survae_flowify as ffn
 from survae_flowify import models
-from survae_flowify.distributions.conditional import ConditionalNormal
+from survae_flowify.distributions.conditional import ConditionalNormalDensity
 from survae_flowify.layers.linear import ReducingLinear
 from survae_flowify.models.builders import conv_output_size
 
@@ -102,7 +102,7 @@ def test_hidden_reaches_every_conditional_density_and_gives_the_official_fmlp_si
     # The official code's FMLP-MNIST: 5.50 M parameters (DESIGN.md §4).
     assert round(models.parameter_count(flow) / 1e6, 2) == 5.50
     conv = models.build("fconv2", (1, 28, 28), hidden=5)
-    firsts = [m.net[0] for m in conv.modules() if isinstance(m, ConditionalNormal)]
+    firsts = [m.net[0] for m in conv.modules() if isinstance(m, ConditionalNormalDensity)]
     assert {type(f) for f in firsts} == {nn.Conv2d, nn.Linear}  # kernels' map densities and Linear's
     assert all(getattr(f, "out_channels", None) == 5 or getattr(f, "out_features", None) == 5
                for f in firsts)
