@@ -31,46 +31,56 @@ def _close(name: str, got: Tensor, want: Tensor, atol: float, rtol: float) -> No
         raise AssertionError(f"{name}: max abs error {err:.3g} exceeds atol={atol}, rtol={rtol}")
 
 
-def check_inverse(transform: Transform, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """``inverse(forward(x)) == x``: for bijections and generative surjections (left inverse)."""
-    z, _ = transform(x)
-    _close(f"{type(transform).__name__} inverse(forward(x))", transform.inverse(z), x, atol, rtol)
+def check_inverse(transform: Transform, x: Tensor, *, context: Tensor | None = None,
+                  atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """``inverse(forward(x)) == x``: for bijections and generative surjections (left inverse).
+
+    ``context`` (``(B, ...)``, for a conditional transform) is given to both directions."""
+    z, _ = transform(x, context)
+    _close(f"{type(transform).__name__} inverse(forward(x))", transform.inverse(z, context), x, atol, rtol)
 
 
 def check_right_inverse(
-    transform: Transform, z: Tensor, *, atol: float = 1e-5, rtol: float = 1e-4
+    transform: Transform, z: Tensor, *, context: Tensor | None = None, atol: float = 1e-5,
+    rtol: float = 1e-4,
 ) -> None:
     """``forward(inverse(z)) == z`` for every sample drawn: the right-inverse condition that
-    makes an inference surjection's likelihood exact. Checks both a sample and the mean."""
+    makes an inference surjection's likelihood exact. Checks both a sample and the mean
+    (at the given ``context``, for a conditional transform)."""
     for mean in (False, True):
-        x = transform.inverse(z, mean=mean)
-        z_back, _ = transform(x)
+        x = transform.inverse(z, context, mean=mean)
+        z_back, _ = transform(x, context)
         _close(f"{type(transform).__name__} forward(inverse(z, mean={mean}))", z_back, z, atol, rtol)
 
 
-def autograd_log_volume(transform: Transform, x: Tensor) -> Tensor:
+def autograd_log_volume(transform: Transform, x: Tensor, *, context: Tensor | None = None) -> Tensor:
     """Per-sample ``½ log det(JᵀJ)`` of the forward map's autograd Jacobian ``J`` (``(B,)``).
 
     For a square Jacobian this is ``log|det J|``; for an injective map (a dimension-increasing
     layer under :func:`noise_off`) it is the log-volume change of the embedding. Uses
-    ``slogdet(JᵀJ)`` in float64.
+    ``slogdet(JᵀJ)`` in float64. For a conditional transform, sample ``i`` is differentiated at
+    its own, fixed context row ``context[i]``.
     """
     out = []
-    for xi in x:
-        def f(v: Tensor, xi: Tensor = xi) -> Tensor:
-            return transform(v.view(1, *xi.shape))[0].flatten()
+    for i, xi in enumerate(x):
+        ci = None if context is None else context[i : i + 1]
+
+        def f(v: Tensor, xi: Tensor = xi, ci: Tensor | None = ci) -> Tensor:
+            return transform(v.view(1, *xi.shape), ci)[0].flatten()
 
         jac = torch.autograd.functional.jacobian(f, xi.flatten()).double()
         out.append(0.5 * torch.linalg.slogdet(jac.T @ jac)[1])
     return torch.stack(out).to(x.dtype)
 
 
-def check_log_det(transform: Transform, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+def check_log_det(transform: Transform, x: Tensor, *, context: Tensor | None = None,
+                  atol: float = 1e-5, rtol: float = 1e-4) -> None:
     """Contribution equals the autograd log-volume: bijections as they are; generative
-    surjections with their noise switched off (``½ log det JᵀJ`` of the embedding)."""
+    surjections with their noise switched off (``½ log det JᵀJ`` of the embedding); at a
+    fixed ``context`` for a conditional transform."""
     with noise_off():
-        _, contribution = transform(x)
-        want = autograd_log_volume(transform, x)
+        _, contribution = transform(x, context)
+        want = autograd_log_volume(transform, x, context=context)
     _close(f"{type(transform).__name__} contribution vs autograd log|det|", contribution.detach(),
            want, atol, rtol)
 
