@@ -15,7 +15,7 @@ from survae_flowify.algebra import (
     Transform,
 )
 from survae_flowify.conversion import flowify, register_converter
-from survae_flowify.distributions import DiagonalNormal, StandardNormal
+from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.transforms import (
     Augment,
@@ -35,6 +35,7 @@ __all__ = [
     "Augment",
     "AugmentationGap",
     "Bijection",
+    "ConditionalNormal",
     "Conv2d",
     "Breakdown",
     "Dequantize",
