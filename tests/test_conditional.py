@@ -289,3 +289,18 @@ def test_conditional_log_prob_traces_without_graph_breaks() -> None:
     with ffn.validation(False):
         explanation = torch._dynamo.explain(flow.log_prob)(torch.randn(8, 2), torch.randn(8, K))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_an_inverse_density_written_without_context_keeps_working() -> None:
+    """A user's InverseDensity with the context-free ``params(self, kept)`` (as before contexts)."""
+    from survae_flowify.distributions import InverseDensity
+
+    class Shifted(InverseDensity):
+        def params(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return kept[:, :1], kept.new_zeros(())
+
+    density = Shifted((1,))
+    kept, d = torch.randn(4, 2), torch.randn(4, 1)
+    want = torch.distributions.Normal(kept[:, :1], 1.0).log_prob(d).sum(1)
+    torch.testing.assert_close(density.log_prob(d, kept), want)
+    torch.testing.assert_close(density.draw(kept, mean=True), kept[:, :1])

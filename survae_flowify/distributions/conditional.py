@@ -77,23 +77,29 @@ class InverseDensity(nn.Module):
         self.drop_shape = tuple(drop_shape)
 
     def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(μ, log σ)``, each broadcastable to ``(B, *drop_shape)``."""
+        """``(μ, log σ)``, each broadcastable to ``(B, *drop_shape)``.
+
+        ``context`` is passed only when there is one, so a subclass written against the
+        context-free ``params(self, kept)`` keeps working."""
         raise NotImplementedError
+
+    def _params(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self.params(kept) if context is None else self.params(kept, context)
 
     def _full_shape(self, kept: Tensor) -> tuple[int, ...]:
         sizes = [c if d is None else d for d, c in zip(self.drop_shape, kept.shape[1:])]
         return (kept.shape[0], *sizes, *self.drop_shape[len(sizes):])
 
     def log_prob(self, d: Tensor, kept: Tensor, context: Tensor | None = None) -> Tensor:
-        loc, log_scale = self.params(kept, context)
+        loc, log_scale = self._params(kept, context)
         return _normal_log_prob(d, loc, log_scale)
 
     def mean(self, kept: Tensor, context: Tensor | None = None) -> Tensor:
-        loc, _ = self.params(kept, context)
+        loc, _ = self._params(kept, context)
         return loc.expand(self._full_shape(kept)).to(kept.dtype)
 
     def sample(self, kept: Tensor, context: Tensor | None = None) -> Tensor:
-        loc, log_scale = self.params(kept, context)
+        loc, log_scale = self._params(kept, context)
         shape = self._full_shape(kept)
         eps = torch.randn(shape, dtype=kept.dtype, device=kept.device)
         return loc + torch.exp(log_scale) * eps
