@@ -166,6 +166,36 @@ def test_linear_gaussian_closed_form(name: str) -> None:
             assert (iw <= exact + 0.03).all() and (exact - iw).max() < 0.05, (iw, exact)
 
 
+def _flow(name: str, t: ffn.Transform) -> ffn.Flow:
+    """The case over a standard-normal base, or a (perturbed) conditional base when it is
+    conditional: the conditional base flow of the battery."""
+    k = ALL[name].context_features
+    if k is None:
+        return ffn.Flow(ffn.StandardNormal(*t.out_shape), t).double()
+    base = perturb_parameters(ffn.ConditionalNormal(tuple(t.out_shape), k, hidden=8), seed=2)
+    return ffn.Flow(base, t).double()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if ALL[n].context_features is not None
+                                  and _known(ALL[n].make().out_shape)])
+def test_conditional_flow_samples_and_densities(name: str) -> None:
+    """Over a conditional base: ``sample_and_log_prob`` (exact flows) equals ``log_prob`` of its
+    samples at their contexts; the log-density changes with the context."""
+    flow = _flow(name, build(name))
+    x = ALL[name].input(4, torch.float64)
+    c = ctx(name, 4)
+    with torch.no_grad():
+        other = ALL[name].context(4, torch.float64, seed=9)
+        with noise_off():
+            assert (flow.log_prob(x, c) - flow.log_prob(x, other)).abs().max() > 1e-6
+        if flow.exact:
+            torch.manual_seed(4)
+            samples, log_p = flow.sample_and_log_prob(4, c)
+            torch.testing.assert_close(log_p, flow.log_prob(samples, c), atol=1e-8, rtol=1e-8)
+        else:
+            assert flow.sample(4, c).shape == x.shape
+
+
 def _seeded(call, seed: int = 5):
     """``call()`` with the global generator seeded: the same noise on every evaluation."""
     torch.manual_seed(seed)
@@ -258,9 +288,10 @@ def test_empty_batch(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in NAMES if _known(ALL[n].make().out_shape)])
 def test_empty_batch_through_flow(name: str) -> None:
-    """B = 0 through ``Flow``: ELBO, importance-weighted bound and breakdown."""
+    """B = 0 through ``Flow``: ELBO, importance-weighted bound and breakdown (a conditional case
+    over a conditional base)."""
     t = build(name)
-    flow = ffn.Flow(ffn.StandardNormal(*t.out_shape), t).double()
+    flow = _flow(name, t)
     x, c = ALL[name].input(0, torch.float64), ctx(name, 0)
     with torch.no_grad():
         assert flow.log_prob(x, c).shape == (0,)
