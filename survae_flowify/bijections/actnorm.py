@@ -40,9 +40,9 @@ class ActNorm(Bijection):
     initialised again. Nothing initialises in eval mode or in :meth:`inverse` (sampling): an
     uninitialised ActNorm is the identity (``b = 0``, ``log s = 0``), so sampling or evaluating a
     model before its first training batch uses the identity here. Under ``torch.distributed``
-    (DDP) every rank sees a different first batch: the statistics are averaged over all ranks
-    with one ``all_reduce``, so every rank starts from the same parameters (every rank must
-    then run its first training forward together, as DDP does).
+    (DDP) every rank sees a different first batch: the statistics are those of all the ranks'
+    batches together (two ``all_reduce`` calls, once), so every rank starts from the same
+    parameters (every rank must then run its first training forward together, as DDP does).
     """
 
     def __init__(self, shape: int | tuple[int, ...]) -> None:
@@ -77,16 +77,18 @@ class ActNorm(Bijection):
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
-        values = x.transpose(0, 1).reshape(self.shape[0], -1).double()
-        # Sums, not means, so that ranks with different batch sizes average correctly.
-        stats = torch.stack([values.sum(1), values.square().sum(1),
-                             values.new_full((self.shape[0],), values.shape[1])])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        mean = stats[0] / stats[2]
-        var = (stats[1] / stats[2] - mean.square()).clamp_min(0)
-        self.bias.copy_(mean.to(self.bias))
-        self.log_scale.copy_(torch.log(var.sqrt() + _EPS).to(self.log_scale))
+        values = x.transpose(0, 1).reshape(self.shape[0], -1)
+        # Sums, not means, so that ranks with different batch sizes average correctly; the
+        # variance from centred squares (not E[x²] − mean², which cancels in float32).
+        count = values.new_tensor(float(values.shape[1]))
+        sums = torch.cat([values.sum(1), count.view(1)])
+        _sum_over_ranks(sums)
+        mean = sums[:-1] / sums[-1]
+        squares = (values - mean.unsqueeze(1)).square().sum(1)
+        _sum_over_ranks(squares)
+        std = (squares / sums[-1]).sqrt()
+        self.bias.copy_(mean)
+        self.log_scale.copy_(torch.log(std + _EPS))
         self.initialized.fill_(True)
         self._pending_init = False
 
@@ -102,3 +104,9 @@ class ActNorm(Bijection):
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         return z * self._per_channel(torch.exp(self.log_scale)) + self._per_channel(self.bias)
+
+
+def _sum_over_ranks(t: Tensor) -> None:
+    """In place: the sum of ``t`` over all ranks when ``torch.distributed`` is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)

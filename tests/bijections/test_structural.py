@@ -52,6 +52,14 @@ def test_actnorm_first_training_batch_is_normalised(shape: tuple[int, ...]) -> N
                                atol=1e-4, rtol=0)  # the init adds 1e-6 to each std
 
 
+def test_actnorm_init_is_accurate_in_float32_far_from_zero() -> None:
+    """A large offset must not cancel the variance (``E[x²] − mean²`` in float32 would)."""
+    layer = ActNorm((2,))
+    x = (1e4 + _batch((2,), n=256)).float()
+    z, _ = layer(x)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(2), atol=1e-3, rtol=0)
+
+
 def test_actnorm_initialises_once() -> None:
     layer = ActNorm((3,)).double()
     layer(_batch((3,), seed=0))
