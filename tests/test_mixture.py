@@ -30,6 +30,7 @@ def test_log_prob_matches_mixture_same_family(features: int, components: int) ->
     m = _mixture(features, components)
     z = 2.0 * torch.randn(9, features, dtype=torch.float64)
     torch.testing.assert_close(m.log_prob(z).detach(), _reference(m).log_prob(z), atol=1e-12, rtol=0)
+    assert m.log_prob(z[:0]).shape == (0,)
 
 
 def test_integrates_to_one_on_a_grid() -> None:
