@@ -14,8 +14,13 @@ from survae_flowify.algebra import (
     Sequential,
     Transform,
 )
+from survae_flowify.bijections.actnorm import ActNorm
+from survae_flowify.bijections.conv1x1 import Conv1x1
+from survae_flowify.bijections.permutations import Permute, Reverse
+from survae_flowify.bijections.squeeze import Squeeze
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
+from survae_flowify.distributions.mixture import MixtureOfGaussians
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.transforms import (
     Augment,
@@ -32,12 +37,14 @@ from survae_flowify.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActNorm",
     "Augment",
     "AugmentationGap",
     "Bijection",
-    "ConditionalNormal",
-    "Conv2d",
     "Breakdown",
+    "ConditionalNormal",
+    "Conv1x1",
+    "Conv2d",
     "Dequantize",
     "DiagonalNormal",
     "Flatten",
@@ -46,15 +53,19 @@ __all__ = [
     "InferenceSurjection",
     "LeakyReLU",
     "Linear",
+    "MixtureOfGaussians",
     "NflowsBijection",
     "Pad",
     "PatchLinear",
+    "Permute",
     "Repeat",
     "Residual",
     "Reshape",
+    "Reverse",
     "RqSpline",
     "Sequential",
     "Slice",
+    "Squeeze",
     "StandardNormal",
     "Transform",
     "Unfold",
