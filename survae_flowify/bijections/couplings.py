@@ -71,7 +71,8 @@ class _Coupling(Bijection):
     def _params(self, x_a: Tensor, context: Tensor | None) -> Tensor:
         """The network's output as ``(B, ⌈D/2⌉, *spatial, P)``."""
         raw = self.net(x_a, context)
-        raw = raw.view(raw.shape[0], -1, self.elementwise.num_params, *raw.shape[2:])
+        transformed = self.shape[0] - self.split  # explicit, not -1: a batch of 0 must reshape too
+        raw = raw.view(raw.shape[0], transformed, self.elementwise.num_params, *raw.shape[2:])
         return raw.movedim(2, -1)
 
     def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
