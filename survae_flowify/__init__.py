@@ -14,6 +14,7 @@ from survae_flowify.algebra import (
     Sequential,
     Transform,
 )
+from survae_flowify.bijections import AffineCoupling, MaskedAutoregressive, RqCoupling
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import DiagonalNormal, StandardNormal
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
@@ -32,6 +33,7 @@ from survae_flowify.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffineCoupling",
     "Augment",
     "AugmentationGap",
     "Bijection",
@@ -45,12 +47,14 @@ __all__ = [
     "InferenceSurjection",
     "LeakyReLU",
     "Linear",
+    "MaskedAutoregressive",
     "NflowsBijection",
     "Pad",
     "PatchLinear",
     "Repeat",
     "Residual",
     "Reshape",
+    "RqCoupling",
     "RqSpline",
     "Sequential",
     "Slice",
