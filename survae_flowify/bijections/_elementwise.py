@@ -1,7 +1,8 @@
 r"""The elementwise maps that couplings and autoregressive layers apply with predicted parameters.
 
-Each map takes ``x`` of shape ``(...)`` and raw network outputs ``(..., P)`` and returns
-``(output, log|∂output/∂x|)``, both ``(...)``. A raw output of zero is the identity, so a network
+Each map takes ``x`` of shape ``(...)`` and raw network outputs ``(P, ...)`` (the parameter axis
+first: the networks emit it that way, and the spline kernel works fastest in that layout) and
+returns ``(output, log|∂output/∂x|)``, both ``(...)``. A raw output of zero is the identity, so a network
 whose last layer starts at zero makes its layer start as the identity.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from survae_flowify.transforms._rq_elementwise import identity_derivative_logit, rq_elementwise
+from survae_flowify.transforms._rq_elementwise import identity_derivative_logit, rq_elementwise_bins_first
 
 __all__ = ["AffineMap", "SplineMap"]
 
@@ -28,7 +29,7 @@ class AffineMap:
     num_params = 2
 
     def __call__(self, x: Tensor, params: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
-        raw_scale, shift = params.unbind(-1)
+        raw_scale, shift = params[0], params[1]
         log_scale = MAX_LOG_SCALE * torch.tanh(raw_scale / MAX_LOG_SCALE)
         if inverse:
             return (x - shift) * torch.exp(-log_scale), -log_scale
@@ -43,7 +44,8 @@ class SplineMap:
 
     Raw parameters: ``K`` unnormalised widths, ``K`` heights, ``K − 1`` inner derivatives,
     ``P = 3K − 1``; the derivatives are offset by ``softplus⁻¹(1 − 10⁻³)`` so that zeros give the
-    identity. Evaluated by :func:`survae_flowify.transforms._rq_elementwise.rq_elementwise`.
+    identity. Evaluated by
+    :func:`survae_flowify.transforms._rq_elementwise.rq_elementwise_bins_first`.
     """
 
     def __init__(self, num_bins: int, tail_bound: float) -> None:
@@ -54,9 +56,9 @@ class SplineMap:
 
     def __call__(self, x: Tensor, params: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         k = self.num_bins
-        widths, heights, derivatives = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
-        return rq_elementwise(x, widths, heights, derivatives + self._offset, inverse=inverse,
-                              tail_bound=self.tail_bound)
+        widths, heights, derivatives = params[:k], params[k:2 * k], params[2 * k:]
+        return rq_elementwise_bins_first(x, widths, heights, derivatives + self._offset,
+                                         inverse=inverse, tail_bound=self.tail_bound)
 
     def __repr__(self) -> str:
         return f"spline(num_bins={self.num_bins}, tail_bound={self.tail_bound})"

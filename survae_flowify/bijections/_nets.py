@@ -88,7 +88,7 @@ class _MaskedLinear(nn.Linear):
 
 
 class MaskedMLP(nn.Module):
-    r"""MADE (Germain et al., 2015): ``(B, D)`` → ``(B, D, P)``, output ``i`` sees only ``x_{<i}``.
+    r"""MADE (Germain et al., 2015): ``(B, D)`` → ``(P, B, D)``, output ``i`` sees only ``x_{<i}``.
 
     Degrees: input ``i`` has ``m(i) = i`` (``1 … D``); hidden unit ``j`` of every layer has
     ``m(j) = 1 + (j mod (D − 1))`` (cycling); a hidden unit sees the units of the layer below with
@@ -106,7 +106,7 @@ class MaskedMLP(nn.Module):
             degrees.append(torch.arange(width) % max(features - 1, 1) + 1)
             layers.append(_MaskedLinear((degrees[-1][:, None] >= degrees[-2][None, :]).float()))
         self.hidden = nn.ModuleList(layers)
-        out_degrees = degrees[0].repeat_interleave(num_params)
+        out_degrees = degrees[0].repeat(num_params)  # output unit p·D + i serves feature i
         self.out = _zero(_MaskedLinear((out_degrees[:, None] > degrees[-1][None, :]).float()))
         self.context = (None if context_features is None
                         else nn.Linear(context_features, hidden[0], bias=False))
@@ -118,4 +118,4 @@ class MaskedMLP(nn.Module):
         h = F.silu(h)
         for layer in self.hidden[1:]:
             h = F.silu(layer(h))
-        return self.out(h).view(x.shape[0], self.features, self.num_params)
+        return self.out(h).view(x.shape[0], self.num_params, self.features).movedim(1, 0)

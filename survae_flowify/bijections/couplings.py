@@ -69,11 +69,11 @@ class _Coupling(Bijection):
         return f"shape={self.shape}, {self.elementwise!r}{context}"
 
     def _params(self, x_a: Tensor, context: Tensor | None) -> Tensor:
-        """The network's output as ``(B, ⌈D/2⌉, *spatial, P)``."""
+        """The network's output as ``(P, B, ⌈D/2⌉, *spatial)`` (parameter axis first, a view)."""
         raw = self.net(x_a, context)
         transformed = self.shape[0] - self.split  # explicit, not -1: a batch of 0 must reshape too
-        raw = raw.view(raw.shape[0], transformed, self.elementwise.num_params, *raw.shape[2:])
-        return raw.movedim(2, -1)
+        raw = raw.view(raw.shape[0], self.elementwise.num_params, transformed, *raw.shape[2:])
+        return raw.movedim(1, 0)
 
     def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_context(self, context, self.context_features, x.shape[0])

@@ -19,12 +19,17 @@ nflows' ``unconstrained_rational_quadratic_spline(..., tails="linear")`` (Durkan
 The inverse takes the stable root ``θ = 2c / (−b − \sqrt{b^2 − 4ac})`` of the bin's quadratic
 (``u = y − y_k``, ``a = s_k u + h_k(δ_k − d_k)``, ``b = h_k d_k − s_k u``, ``c = −δ_k u``).
 
-How it stays fast: the bin is a comparison-sum over the ``K − 1`` inner knots (no binary search,
-no boolean-mask indexing); the knots, heights and derivatives are stacked into one
-``(..., K + 1, 3)`` table, so the bin's lower and upper rows are two gathers in all; the tails are
-a ``torch.where`` over the spline evaluated at the input clamped to ``[−B, B]`` (the clamped value
-keeps the masked-out branch finite, so its zero gradient is not a NaN). As in nflows, ``[−B, B]``
-is closed: entries exactly at ``±B`` go through the spline.
+How it stays fast: the work is laid out with the bin axis first, ``(K, ...)``, so that the
+softmax, the cumulative sums and the padding run over ``K`` rows of contiguous entries instead of
+along a short last axis (PyTorch's CPU kernels are several times slower there);
+:func:`rq_elementwise_bins_first` takes parameters in that layout (the couplings' networks emit
+it, so no copy is made), :func:`rq_elementwise` takes nflows' ``(..., K)`` layout and moves the
+axis. The bin is a comparison-sum over the ``K − 1`` inner knots (no binary search, no
+boolean-mask indexing); the bin's two knots ``x_k, x_{k+1}`` are one gather, and so are
+``y_k, y_{k+1}`` and ``d_k, d_{k+1}``. The tails are a ``torch.where`` over the spline evaluated at the input
+clamped to ``[−B, B]`` (the clamped value keeps the masked-out branch finite, so its zero gradient
+is not a NaN). As in nflows, ``[−B, B]`` is closed: entries exactly at ``±B`` go through the
+spline.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from survae_flowify.transforms._rq_kernel import (
     DEFAULT_MIN_DERIVATIVE,
 )
 
-__all__ = ["identity_derivative_logit", "rq_elementwise"]
+__all__ = ["identity_derivative_logit", "rq_elementwise", "rq_elementwise_bins_first"]
 
 
 def identity_derivative_logit(min_derivative: float = DEFAULT_MIN_DERIVATIVE) -> float:
@@ -54,29 +59,27 @@ def identity_derivative_logit(min_derivative: float = DEFAULT_MIN_DERIVATIVE) ->
 
 
 def _knots(unnormalized: Tensor, bound: float, min_size: float) -> Tensor:
-    """Knot positions ``(..., K + 1)`` on ``[−B, B]``, computed as nflows does."""
-    num_bins = unnormalized.shape[-1]
-    sizes = min_size + (1 - min_size * num_bins) * F.softmax(unnormalized, dim=-1)
-    inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound
-    end = inner.new_full((*inner.shape[:-1], 1), bound)
-    return torch.cat([-end, inner, end], dim=-1)
+    """Knot positions ``(K + 1, ...)`` on ``[−B, B]`` from ``(K, ...)``, computed as nflows does."""
+    num_bins = unnormalized.shape[0]
+    sizes = min_size + (1 - min_size * num_bins) * F.softmax(unnormalized, dim=0)
+    inner = 2 * bound * torch.cumsum(sizes[:-1], dim=0) - bound
+    end = inner.new_full((1, *inner.shape[1:]), bound)
+    return torch.cat([-end, inner, end], dim=0)
 
 
 def _derivatives(unnormalized: Tensor, min_derivative: float) -> Tensor:
-    """Knot derivatives ``(..., K + 1)``, the two boundary ones equal to 1."""
-    pad = (1, 1)
-    padded = F.pad(unnormalized, pad, value=identity_derivative_logit(min_derivative))
-    return min_derivative + F.softplus(padded)
+    """Knot derivatives ``(K + 1, ...)`` from ``(K − 1, ...)``, the two boundary ones equal to 1."""
+    boundary = unnormalized.new_full((1, *unnormalized.shape[1:]), 1.0)
+    return torch.cat([boundary, min_derivative + F.softplus(unnormalized), boundary], dim=0)
 
 
-def _bin_rows(knots_in: Tensor, table: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """The table's rows ``k`` and ``k + 1`` for the bin ``k`` of every entry ``t ∈ [−B, B]``.
+def _at(table: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows ``k`` and ``k + 1`` of a ``(K + 1, ...)`` table for the bin ``k`` of every entry.
 
-    ``k = #{inner knots ≤ t}`` (so ``t = B`` is in the last bin, as in nflows).
+    One gather for both (its backward zero-fills the table once, not twice).
     """
-    index = (t.unsqueeze(-1) >= knots_in[..., 1:-1]).sum(-1, keepdim=True)
-    index = index.unsqueeze(-1).expand(*index.shape, table.shape[-1])
-    return table.gather(-2, index).squeeze(-2), table.gather(-2, index + 1).squeeze(-2)
+    both = table.gather(0, torch.stack([index, index + 1]))
+    return both[0], both[1]
 
 
 def _log_derivative(delta: Tensor, d0: Tensor, d1: Tensor, theta: Tensor, den: Tensor) -> Tensor:
@@ -106,7 +109,27 @@ def rq_elementwise(
     ``[−B, B]``. The same function, conventions and defaults as nflows'
     ``unconstrained_rational_quadratic_spline(..., tails="linear")``.
     """
-    num_bins = unnormalized_widths.shape[-1]
+    return rq_elementwise_bins_first(
+        inputs, unnormalized_widths.movedim(-1, 0), unnormalized_heights.movedim(-1, 0),
+        unnormalized_derivatives.movedim(-1, 0), inverse=inverse, tail_bound=tail_bound,
+        min_bin_width=min_bin_width, min_bin_height=min_bin_height, min_derivative=min_derivative,
+    )
+
+
+def rq_elementwise_bins_first(
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    *,
+    inverse: bool = False,
+    tail_bound: float = 1.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    """:func:`rq_elementwise` with the bin axis first: parameters ``(K, ...)`` and ``(K − 1, ...)``."""
+    num_bins = unnormalized_widths.shape[0]
     if min_bin_width * num_bins > 1.0 or min_bin_height * num_bins > 1.0:
         raise ValueError(
             f"rq_elementwise: {num_bins} bins of minimal width {min_bin_width} and height "
@@ -118,9 +141,9 @@ def rq_elementwise(
     d = _derivatives(unnormalized_derivatives, min_derivative)
     inside = (inputs >= -bound) & (inputs <= bound)
     t = inputs.clamp(-bound, bound)
-    lo, hi = _bin_rows(ch if inverse else cw, torch.stack([cw, ch, d], dim=-1), t)
-    x0, y0, d0 = lo.unbind(-1)
-    x1, y1, d1 = hi.unbind(-1)
+    # k = #{inner knots ≤ t}, so t = B is in the last bin, as in nflows.
+    k = (t.unsqueeze(0) >= (ch if inverse else cw)[1:-1]).sum(0)
+    (x0, x1), (y0, y1), (d0, d1) = _at(cw, k), _at(ch, k), _at(d, k)
     out, log_det = (_inverse if inverse else _forward)(t, x0, x1 - x0, y0, y1 - y0, d0, d1)
     return torch.where(inside, out, inputs), torch.where(inside, log_det, log_det.new_zeros(()))
 
