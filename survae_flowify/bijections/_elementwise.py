@@ -29,7 +29,7 @@ class AffineMap:
     num_params = 2
 
     def __call__(self, x: Tensor, params: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
-        raw_scale, shift = params[0], params[1]
+        raw_scale, shift = params.unbind(0)  # unbind: its backward stacks, no zero-filled copies
         log_scale = MAX_LOG_SCALE * torch.tanh(raw_scale / MAX_LOG_SCALE)
         if inverse:
             return (x - shift) * torch.exp(-log_scale), -log_scale
@@ -56,7 +56,8 @@ class SplineMap:
 
     def __call__(self, x: Tensor, params: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         k = self.num_bins
-        widths, heights, derivatives = params[:k], params[k:2 * k], params[2 * k:]
+        # split, not slicing: the backward of a slice zero-fills a copy of all the parameters
+        widths, heights, derivatives = params.split([k, k, k - 1], dim=0)
         return rq_elementwise_bins_first(x, widths, heights, derivatives + self._offset,
                                          inverse=inverse, tail_bound=self.tail_bound)
 
