@@ -91,8 +91,9 @@ class MaskedMLP(nn.Module):
     r"""MADE (Germain et al., 2015): ``(B, D)`` → ``(P, B, D)``, output ``i`` sees only ``x_{<i}``.
 
     Degrees: input ``i`` has ``m(i) = i`` (``1 … D``); hidden unit ``j`` of every layer has
-    ``m(j) = 1 + (j mod (D − 1))`` (cycling); a hidden unit sees the units of the layer below with
-    ``m ≤ m(j)``, and the ``P`` outputs of feature ``i`` see the last hidden units with ``m < i``.
+    ``m(j) = 1 + (j mod (D − 1))`` (cycling; 0 when ``D = 1``); a hidden unit sees the units of the
+    layer below with ``m ≤ m(j)``, and the ``P`` outputs of feature ``i`` see the last hidden units
+    with ``m < i``.
     A context ``(B, c)`` enters the first hidden layer through an unmasked linear map.
     """
 
@@ -103,7 +104,9 @@ class MaskedMLP(nn.Module):
         degrees = [torch.arange(1, features + 1)]
         layers = []
         for width in hidden:
-            degrees.append(torch.arange(width) % max(features - 1, 1) + 1)
+            # 1 … D − 1 cycling; with D = 1 all are 0: they see only the context, and the output
+            # (degree 1) sees them, so a single feature is still conditioned on the context.
+            degrees.append(torch.arange(width) % max(features - 1, 1) + min(1, features - 1))
             layers.append(_MaskedLinear((degrees[-1][:, None] >= degrees[-2][None, :]).float()))
         self.hidden = nn.ModuleList(layers)
         out_degrees = degrees[0].repeat(num_params)  # output unit p·D + i serves feature i

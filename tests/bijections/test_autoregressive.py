@@ -118,3 +118,16 @@ def test_hidden_narrower_than_features_still_triangular() -> None:
 def test_bad_arguments_are_named(kwargs, error, message) -> None:
     with pytest.raises(error, match=message):
         MaskedAutoregressive(**kwargs)
+
+
+@pytest.mark.parametrize("transform", KINDS)
+def test_one_feature_still_sees_the_context(transform: str) -> None:
+    """With ``D = 1`` there is nothing before the feature: its parameters come from the context."""
+    torch.manual_seed(0)
+    t = MaskedAutoregressive(1, transform=transform, hidden=8, context_features=2).double()
+    t = perturb_parameters(t, scale=1.5, seed=1)
+    x = torch.full((3, 1), 0.5, dtype=torch.float64)
+    c = torch.tensor([[0.0, 0.0], [1.0, -1.0], [-2.0, 1.0]], dtype=torch.float64)
+    z, contribution = t(x, c)
+    assert z.unique().numel() == 3 and contribution.unique().numel() == 3
+    torch.testing.assert_close(t.inverse(z, c), x, atol=1e-10, rtol=1e-10)
