@@ -11,6 +11,9 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   Householder rotations and with the rotation-free ``parametrization="gram"``;
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
 * the RqSpline activation on a (128, 512) batch: fast kernel vs nflows' function vs LeakyReLU;
+* ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
+  392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
+  with the same mask, bins, tails and network (nflows' ``MLP``), forward and forward+backward;
 * the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
 
 Timings are wall-clock with the device synchronised around every call. ``--profile`` adds a
@@ -28,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import survae_flowify as ffn
+from survae_flowify.testing import perturb_parameters
 
 MNIST = (1, 28, 28)
 LEVELS = 256
@@ -46,6 +51,7 @@ FCONV1_CONVS = [(16, 3, 2), (24, 2, 2), (32, 3, 2), (48, 2, 1), (64, 2, 1)]
 FCONV1_WIDTHS = [64] * 6 + [32] * 7 + [8]
 LEAKY_SLOPE = 0.5
 SPLINE_SHAPE = (128, 512)
+COUPLING_FEATURES, COUPLING_HIDDEN, COUPLING_BINS = 784, (256, 256), 8  # an MNIST-sized coupling
 LEARNING_RATE = 5e-4  # appendix F
 
 
@@ -236,6 +242,61 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
     return rows
 
 
+class _ContextFreeNet(nn.Module):
+    """nflows' couplings call ``net(inputs, context)``; its ``MLP`` takes only the inputs."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(inputs)
+
+
+def compare_coupling(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
+    """``RqCoupling`` against nflows' spline coupling with the same split, spline and network."""
+    from nflows.nn.nets import MLP
+    from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+
+    half = COUPLING_FEATURES // 2
+    mask = torch.cat([torch.zeros(half), torch.ones(COUPLING_FEATURES - half)])  # > 0: transformed
+    theirs = PiecewiseRationalQuadraticCouplingTransform(
+        mask, lambda i, o: _ContextFreeNet(MLP((i,), (o,), list(COUPLING_HIDDEN), activation=F.silu)),
+        num_bins=COUPLING_BINS, tails="linear", tail_bound=3.0,
+    )
+    ours = ffn.RqCoupling(COUPLING_FEATURES, num_bins=COUPLING_BINS, tail_bound=3.0, hidden=COUPLING_HIDDEN)
+    layers = {"ours": ours, "nflows": theirs}
+    for seed, layer in enumerate(layers.values()):
+        perturb_parameters(layer, scale=0.3, seed=seed)  # off the identity start
+        layer.to(args.device)
+    gen = torch.Generator().manual_seed(0)
+    x = (1.5 * torch.randn(args.batch, COUPLING_FEATURES, generator=gen)).to(args.device)
+
+    def forward(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                layer(x)
+        return run
+
+    def backward(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            z, contribution = layer(x)
+            (z.sum() + contribution.sum()).backward()
+        return run
+
+    rows = []
+    with ffn.validation(False), warnings.catch_warnings():
+        # nflows warns when its net has no ``hidden_features`` to scale the softmax inputs by;
+        # neither side scales them, so the two compute the same kind of spline.
+        warnings.filterwarnings("ignore", message="Inputs to the softmax are not scaled down")
+        for what, make in (("forward", forward), ("fwd+bwd", backward)):
+            t = interleaved({k: make(v) for k, v in layers.items()}, repeats=args.repeats,
+                            warmup=args.warmup, sync=sync)
+            rows.append(Row(f"RqCoupling {COUPLING_FEATURES} {what}", t["ours"], "nflows coupling",
+                            t["nflows"]))
+    return rows
+
+
 def _explain(flow: ffn.Flow, images: torch.Tensor, *, train: bool, validate: bool) -> str:
     """One line: the graph breaks dynamo meets in ``flow.log_prob``, and where."""
     flow.train(train)
@@ -357,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                           ("≤ 3", "≤ 2"), inverse_density="normal", parametrization="gram")
     rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     rows += compare_spline(args, sync)
+    rows += compare_coupling(args, sync)
     print(table(rows))
     if not args.no_compile:
         print("\n".join(graph_breaks(args)))

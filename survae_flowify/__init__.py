@@ -14,10 +14,16 @@ from survae_flowify.algebra import (
     Sequential,
     Transform,
 )
-from survae_flowify.bijections.actnorm import ActNorm
-from survae_flowify.bijections.conv1x1 import Conv1x1
-from survae_flowify.bijections.permutations import Permute, Reverse
-from survae_flowify.bijections.squeeze import Squeeze
+from survae_flowify.bijections import (
+    ActNorm,
+    AffineCoupling,
+    Conv1x1,
+    MaskedAutoregressive,
+    Permute,
+    Reverse,
+    RqCoupling,
+    Squeeze,
+)
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
@@ -38,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActNorm",
+    "AffineCoupling",
     "Augment",
     "AugmentationGap",
     "Bijection",
@@ -53,15 +60,17 @@ __all__ = [
     "InferenceSurjection",
     "LeakyReLU",
     "Linear",
+    "MaskedAutoregressive",
     "MixtureOfGaussians",
     "NflowsBijection",
     "Pad",
     "PatchLinear",
     "Permute",
     "Repeat",
-    "Residual",
     "Reshape",
+    "Residual",
     "Reverse",
+    "RqCoupling",
     "RqSpline",
     "Sequential",
     "Slice",
