@@ -163,10 +163,14 @@ class Trainer:
     def _has_unused_parameters(self) -> bool:
         """Probe: does a backward pass leave some parameter without a gradient? (e.g. the noise
         scale of a Pad that has nothing to pad). DDP must then be told to look for them."""
+        # The probe must leave no trace: a train-mode forward may change state (ActNorm's
+        # data-dependent initialisation would otherwise be made from these two examples).
+        state = {k: v.clone() for k, v in self.flow.state_dict().items()}
         x = self.train_x[:2]
         (-self.flow.log_prob(x).mean()).backward()
         unused = any(p.grad is None for p in self.flow.parameters() if p.requires_grad)
         self.flow.zero_grad(set_to_none=True)
+        self.flow.load_state_dict(state)
         return unused
 
     # ----------------------------------------------------------------- resume

@@ -289,3 +289,22 @@ def test_data_that_cannot_train_is_refused_before_the_first_step(tmp_path):
     with pytest.raises(ConfigError, match="outside 0 … 16"):
         Trainer(_flow(d), out_of_range, tmp_path, _config())
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_unused_parameter_probe_leaves_no_trace():
+    """The DDP probe runs one train-mode step on two examples; ActNorm must not initialise from it."""
+    from types import SimpleNamespace
+
+    import survae_flowify as ffn
+    from survae_flowify.training.loop import Trainer
+
+    torch.manual_seed(0)
+    flow = ffn.Flow(ffn.StandardNormal(3), ffn.Sequential(ffn.ActNorm((3,)), ffn.Linear(3, 3)))
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    probe = SimpleNamespace(flow=flow, train_x=torch.randn(8, 3) * 5 + 3)
+    assert Trainer._has_unused_parameters(probe) is False
+    after = flow.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.randn(64, 3) * 5 + 3  # the first real training batch initialises it
+    z, _ = flow.transform[0](x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
