@@ -68,8 +68,8 @@ def multiscale(
     steps: int = 4,
     coupling: CouplingKind = "affine",
     hidden: int = 64,
-    num_bins: int = 8,
-    tail_bound: float = 3.0,
+    num_bins: int | None = None,
+    tail_bound: float | None = None,
     context_features: int | None = None,
     levels: int | None = None,
 ) -> Flow:
@@ -84,7 +84,8 @@ def multiscale(
       ``2**scales``.
     - ``steps``: flow steps per scale and in the final block.
     - ``coupling``: ``"affine"`` (:class:`~survae_flowify.AffineCoupling`) or ``"spline"``
-      (:class:`~survae_flowify.RqCoupling` with ``num_bins`` bins on ``[−tail_bound, tail_bound]``).
+      (:class:`~survae_flowify.RqCoupling` with ``num_bins`` bins on ``[−tail_bound, tail_bound]``,
+      by default RqCoupling's 8 bins and bound 3; both are refused with ``"affine"``, which has none).
     - ``hidden``: the width of the couplings' conv nets (two hidden layers) and of the split
       priors' conv nets.
     - ``context_features``: a context ``(B, c)`` seen by every coupling and split prior, and a
@@ -102,9 +103,14 @@ def multiscale(
         levels = _checks.integer(_OWNER, "levels", levels, minimum=2)
     c, h, w = _check_shape(shape, scales)
     coupling_kwargs: dict[str, object] = {"hidden": hidden, "context_features": context_features}
-    if coupling == "spline":
-        coupling_kwargs["num_bins"] = _checks.positive_int(_OWNER, "num_bins", num_bins)
-        coupling_kwargs["tail_bound"] = _checks.positive_float(_OWNER, "tail_bound", tail_bound)
+    for name, value in (("num_bins", num_bins), ("tail_bound", tail_bound)):
+        if value is None:
+            continue
+        if coupling == "affine":
+            raise ValueError(f"{_OWNER}: {name}={value!r} applies only to coupling='spline', got "
+                             "coupling='affine'")
+        check = _checks.positive_int if name == "num_bins" else _checks.positive_float
+        coupling_kwargs[name] = check(_OWNER, name, value)
 
     parts: OrderedDict[str, Transform] = OrderedDict()
     if levels is not None:

@@ -136,7 +136,7 @@ def test_every_parameter_gets_a_gradient(context_features):
 
 
 def test_the_structure_squeezes_splits_and_ends_in_a_block_of_steps():
-    flow = models.multiscale((1, 8, 8), scales=2, steps=3, coupling="spline", levels=17)
+    flow = models.multiscale((1, 8, 8), scales=2, steps=3, coupling="spline", num_bins=5, levels=17)
     names = list(flow.transform._modules)
     assert names[0] == "dequantize" and names[1] == "squeeze1"
     kinds = [type(p).__name__ for p in flow.transform]
@@ -145,6 +145,7 @@ def test_the_structure_squeezes_splits_and_ends_in_a_block_of_steps():
     splits = [p for p in flow.transform if isinstance(p, Slice)]
     assert [(s.in_shape, s.out_shape) for s in splits] == [((4, 4, 4), (2, 4, 4)), ((8, 2, 2), (4, 2, 2))]
     assert all(s.inverse_density.__class__.__name__ == "ConditionalNormalDensity" for s in splits)
+    assert all(p.elementwise.num_bins == 5 for p in flow.transform if isinstance(p, RqCoupling))
     assert isinstance(flow.base, StandardNormal) and flow.base.shape == (4, 2, 2)
     assert not flow.exact  # dequantization is a bound
 
@@ -181,6 +182,8 @@ def test_the_context_reaches_every_coupling_split_prior_and_the_base():
         ({"shape": (1, 8, 8), "hidden": 0}, r"multiscale.*hidden"),
         ({"shape": (1, 8, 8), "levels": 1}, r"multiscale.*levels"),
         ({"shape": (1, 8, 8), "context_features": 0}, r"multiscale.*context_features"),
+        ({"shape": (1, 8, 8), "num_bins": 4}, r"multiscale: num_bins=4 applies only to coupling='spline'"),
+        ({"shape": (1, 8, 8), "coupling": "spline", "tail_bound": -1.0}, r"multiscale.*tail_bound"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message):
