@@ -496,3 +496,99 @@ def test_out_that_cannot_be_created_is_a_usage_error(tmp_path, capsys):
     assert _train(blocker / "run", "--max-steps", "1", "--quiet") == 2
     err = capsys.readouterr().err
     assert "cannot create the run directory" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------- class-conditional runs (--conditional)
+COND = ["--dataset", "digits", "--model", "small-conv", "--subset", "200", "--batch-size", "32",
+        "--max-steps", "4", "--quiet", "--device", "cpu", "--conditional"]
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cond") / "run"
+    assert main(["train", *COND, "--plot-samples", "20", "--out", str(out)]) == 0
+    return out
+
+
+def test_conditional_run_records_itself_and_evaluate_rebuilds_it(conditional_run, capsys):
+    checkpoint = load_checkpoint(conditional_run)
+    assert checkpoint["spec"]["conditional"] is True and checkpoint["spec"]["num_classes"] == 10
+    summary = json.loads((conditional_run / "summary.json").read_text())
+    assert summary["conditional"] is True and "samples" in summary["figures"]
+    capsys.readouterr()
+    assert main(["evaluate", str(conditional_run), "--split", "test"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # an independent evaluation: the rebuilt flow given the test labels, one batch by hand
+    flow, _ = runs.load_run(conditional_run)
+    data = runs.load_data(checkpoint["spec"])
+    with torch.no_grad():
+        nll = -flow.log_prob(data.test, data.labels.test).double().mean().item()
+    assert result["bpd"] == pytest.approx(nll / (64 * np.log(2)), abs=0.05)  # ELBO: one noise draw
+    with torch.no_grad():  # the labels matter: other labels give another bound
+        other = -flow.log_prob(data.test, (data.labels.test + 5) % 10).double().mean().item()
+    assert abs(other - nll) > 1e-3
+
+
+def test_conditional_sample_grid_has_one_row_per_class_and_label_picks_one(conditional_run, capsys):
+    assert main(["sample", str(conditional_run), "-n", "20", "--seed", "1"]) == 0
+    grid = torch.load(conditional_run / "samples-step4-n20-seed1.pt")
+    assert grid["labels"].tolist() == [k for k in range(10) for _ in range(2)]
+    assert grid["mean"].shape == (20, 1, 8, 8)
+    for label in (3, 7):
+        out = conditional_run / f"label{label}.png"
+        assert main(["sample", str(conditional_run), "-n", "5", "--label", str(label),
+                     "--out", str(out)]) == 0
+    three, seven = (torch.load(conditional_run / f"label{k}.pt") for k in (3, 7))
+    assert three["labels"].tolist() == [3] * 5 and three["mean"].shape == (5, 1, 8, 8)
+    assert not torch.equal(three["mean"], seven["mean"])  # same seed, another class
+    capsys.readouterr()
+    bad = conditional_run / "x.png"
+    assert main(["sample", str(conditional_run), "--label", "10", "--out", str(bad)]) == 2
+    assert "0 … 9 (10 classes), got 10" in capsys.readouterr().err
+
+
+def test_label_on_an_unconditional_run_is_a_usage_error(digits_run, capsys):
+    assert main(["sample", str(digits_run), "--label", "1", "--out", str(digits_run / "l.png")]) == 2
+    assert "not class-conditional" in capsys.readouterr().err
+    assert not (digits_run / "l.png").exists()
+
+
+def test_conditional_without_labels_or_without_a_variant_is_exit_2(tmp_path, capsys):
+    assert main(["train", *MOONS, "--conditional", "--out", str(tmp_path / "m")]) == 2
+    assert "'moons' has none" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    write_idx_set(tmp_path / "mnist", np.zeros((40, 8, 8), np.uint8), np.zeros((10, 8, 8), np.uint8),
+                  labels=False)
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--model", "small-mlp",
+                 "--conditional", "--out", str(tmp_path / "u")]) == 2
+    assert "'mnist' has none" in capsys.readouterr().err and not (tmp_path / "u").exists()
+    assert main(["train", "--dataset", "digits", "--model", "tabular-mlp", "--conditional",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert "no class-conditional variant" in capsys.readouterr().err
+
+
+def test_conditional_mnist_labels_reach_the_run(tmp_path):
+    rng = np.random.default_rng(0)
+    write_idx_set(tmp_path / "mnist", rng.integers(0, 256, (40, 8, 8), dtype=np.uint8),
+                  rng.integers(0, 256, (10, 8, 8), dtype=np.uint8),
+                  train_labels=rng.integers(0, 10, 40).astype(np.uint8),
+                  test_labels=rng.integers(0, 10, 10).astype(np.uint8))
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--model", "small-mlp",
+                 "--conditional", "--max-steps", "2", "--batch-size", "16", "--quiet", "--no-plots",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert load_checkpoint(tmp_path / "r")["spec"]["num_classes"] == 10
+
+
+def test_conditional_resume_continues_exactly_and_keeps_the_flag(tmp_path, capsys):
+    base = [a for a in COND if a != "--max-steps" and a != "4"] + ["--max-steps", "6", "--no-plots"]
+    assert main(["train", *base, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *base, "--stop-after", "3", "--out", str(tmp_path / "b")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b"), "--quiet", "--no-plots"]) == 0
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert b["spec"]["conditional"] is True and a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name])
+    assert main(["train", *MOONS, "--max-steps", "4", "--stop-after", "1", "--quiet", "--no-plots",
+                 "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "plain"), "--conditional"]) == 2
+    assert "--conditional" in capsys.readouterr().err

@@ -18,14 +18,18 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, dist: Any) -> int:
-    from survae_flowify.training import evaluate, nll_to_metric
+    from survae_flowify.training import evaluate, nll_to_metric, split_context
 
     flow, checkpoint = runs.load_run(args.run, dist.device)
     data = runs.load_data(checkpoint["spec"], args.data_dir)
     x = getattr(data, args.split)
     result: dict[str, Any] = {"checkpoint": checkpoint["path"], "step": checkpoint["step"],
                               "dataset": data.name, "split": args.split, "examples": len(x)}
-    kw = {"batch_size": args.batch_size, "dist": dist}
+    try:
+        context = split_context(flow, data, args.split)  # the labels of a class-conditional run
+    except ValueError as err:
+        raise runs.RunError(str(err)) from None
+    kw = {"context": context, "batch_size": args.batch_size, "dist": dist}
     result[data.metric] = nll_to_metric(evaluate(flow, x, **kw), data)
     if args.eval_samples:
         iw = evaluate(flow, x, num_samples=args.eval_samples, **kw)

@@ -77,6 +77,10 @@ def _add_train(sub: Any, func: Callable[..., int]) -> None:
     b.add("--model-option", action="append", metavar="KEY=VALUE",
           help="extra keyword for the model builder, e.g. inverse_density=normal, noise=uniform "
           "(repeatable); one that changes nothing in the model is refused")
+    b.add("--conditional", action="store_const", const=True,
+          help="train a class-conditional model p(x | label): the label, one-hot encoded, is the "
+          "context of a conditional base and of every reducing layer's inverse density. Needs a "
+          "labelled data set (digits, mnist, fashion-mnist, cifar10); kept by --resume")
     b.add("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-<time>); "
           "must not exist or be empty, and is claimed for this training alone")
     b.add("--resume", metavar="RUN", help="continue the run in RUN (its directory or checkpoint "
@@ -145,6 +149,9 @@ def _add_sample(sub: Any, func: Callable[..., int]) -> None:
     b.add("run", help="run directory or checkpoint file")
     b.add("-n", type=int, default=64, check=_POSITIVE, help="number of samples (default 64)")
     b.add("--seed", type=int, default=0, check=_SEED, help="random seed (default 0)")
+    b.add("--label", type=int, metavar="K", check=_COUNT,
+          help="class-conditional run: all N samples of class K (default: one row per class, "
+          "ceil(N / classes) samples each)")
     b.add("--out", metavar="FILE.png",
           help="output image (default: in the run directory); never overwritten")
     _add_common(b)

@@ -1,8 +1,9 @@
 """Runs from Python: spec ↔ flow ↔ checkpoint ↔ run directory, as the command line uses them.
 
 A *spec* is the plain dict a run stores in ``config.json`` and in every checkpoint: ``model``,
-``dataset``, ``data_shape``, ``levels``, ``model_options``, ``subset`` (and ``preset``). It is
-all that is needed to rebuild the model::
+``dataset``, ``data_shape``, ``levels``, ``model_options``, ``subset`` (and ``preset``), and for
+a class-conditional run ``conditional: True`` with ``num_classes``. It is all that is needed to
+rebuild the model::
 
     from survae_flowify.cli import runs
 
@@ -27,7 +28,9 @@ import torch
 
 __all__ = [
     "CLAIM_FILE",
+    "CONDITIONAL_MODELS",
     "RunError",
+    "add_labels",
     "build_flow",
     "check_model_options",
     "create_run_dir",
@@ -42,6 +45,12 @@ __all__ = [
 
 CLAIM_FILE = "config.json"
 """Created exclusively (``O_EXCL``) when a run directory is claimed, then filled atomically."""
+
+
+CONDITIONAL_MODELS = ("fmlp", "fconv1", "fconv2", "fconv1-nsf", "fconv2-nsf", "small-mlp",
+                      "small-conv")
+"""Models with a class-conditional variant (``--conditional``): a conditional base and
+context-aware inverse densities at every reducing layer, the label one-hot encoded."""
 
 
 class RunError(ValueError):
@@ -84,19 +93,45 @@ def parse_model_option(text: str) -> tuple[str, Any]:
 
 
 def new_spec(model: str | None, dataset: str, *, model_options: dict[str, Any] | None = None,
-             subset: int | None = None, preset: str | None = None) -> dict[str, Any]:
-    """The spec of a new run (``data_shape`` is added once the data is loaded)."""
+             subset: int | None = None, preset: str | None = None,
+             conditional: bool = False) -> dict[str, Any]:
+    """The spec of a new run (``data_shape``, and ``num_classes`` of a conditional run, are
+    added once the data is loaded)."""
     from survae_flowify import models
     from survae_flowify.data import DATASET_INFO
 
     model = model or default_model(dataset)
     _check_name("model", model, models.MODEL_NAMES)
-    return {"model": model, "dataset": dataset, "levels": DATASET_INFO[dataset].levels,
+    if conditional and model not in CONDITIONAL_MODELS:
+        raise RunError(f"model {model!r} has no class-conditional variant yet (--conditional); "
+                       f"choose one of: {', '.join(CONDITIONAL_MODELS)}")
+    spec = {"model": model, "dataset": dataset, "levels": DATASET_INFO[dataset].levels,
             "model_options": dict(model_options or {}), "subset": subset, "preset": preset}
+    return {**spec, "conditional": True} if conditional else spec
+
+
+def add_labels(spec: dict[str, Any], data: Any) -> None:
+    """Record the number of classes of a conditional run's data in ``spec`` (a
+    :class:`RunError` when the data set has no labels); an unconditional spec is left alone."""
+    if not spec.get("conditional"):
+        return
+    if data.labels is None:
+        raise RunError(f"--conditional needs class labels, and data set {data.name!r} has none "
+                       "(labelled: digits, mnist and fashion-mnist with their *-labels-idx1-ubyte "
+                       "files, cifar10); drop --conditional to train an unconditional model")
+    spec["num_classes"] = data.num_classes
 
 
 def _builder_kwargs(spec: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    from survae_flowify.models.builders import OneHot
+
     kwargs = dict(options)
+    if spec.get("conditional"):
+        if spec["model"] not in CONDITIONAL_MODELS:
+            raise RunError(f"model {spec['model']!r} has no class-conditional variant yet; "
+                           f"choose one of: {', '.join(CONDITIONAL_MODELS)}")
+        k = int(spec["num_classes"])
+        kwargs.update(context_features=k, embedding=OneHot(k))
     if spec.get("levels"):
         kwargs["levels"] = spec["levels"]
     if spec["model"] == "tabular-mlp":

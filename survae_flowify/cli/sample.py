@@ -1,4 +1,7 @@
-"""``survae-flowify sample``: a grid of samples (mean and stochastic inverses) and their tensors."""
+"""``survae-flowify sample``: a grid of samples (mean and stochastic inverses) and their tensors.
+
+A class-conditional run draws one row per class, or with ``--label K`` all samples of class K.
+"""
 
 from __future__ import annotations
 
@@ -26,17 +29,39 @@ def command(args: argparse.Namespace) -> int:
     if out.exists() or tensors.exists():
         raise UsageError(f"{out if out.exists() else tensors} already exists; nothing was overwritten. "
                          "Choose another --out or --seed")
+    labels, nrow = _labels(args, checkpoint["spec"])
+    n = args.n if labels is None else len(labels)
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        z = flow.base.sample(args.n)
-        samples = {"mean": flow.transform.inverse(z, mean=True).cpu(),
-                   "stochastic": flow.transform.inverse(z, mean=False).cpu()}
+        param = next(flow.parameters())
+        drawn = plots.draw_samples(flow, n, None if labels is None else labels.to(param.device))
+        samples = {k: v.cpu() for k, v in drawn.items()}
+    if labels is not None:
+        samples["labels"] = labels
     panels = [("samples, mean inverse", samples["mean"]),
               ("samples, stochastic inverse", samples["stochastic"])]
     if len(checkpoint["spec"]["data_shape"]) == 3:
-        plots.save_image_panels(out, panels, levels=checkpoint["spec"].get("levels"))
+        plots.save_image_panels(out, panels, levels=checkpoint["spec"].get("levels"), nrow=nrow)
     else:
         plots.save_scatter(out, panels)
     torch.save(samples, tensors)
     print(f"sample grid: {out}\nsample tensors: {tensors}")
     return 0
+
+
+def _labels(args: argparse.Namespace, spec: dict) -> tuple[torch.Tensor | None, int | None]:
+    """The class of every sample and the grid's row length: ``(None, None)`` unconditionally."""
+    from survae_flowify.training import plots
+
+    if not spec.get("conditional"):
+        if args.label is not None:
+            raise UsageError(f"--label {args.label}: this run is not class-conditional (it was "
+                             "trained without --conditional); drop --label")
+        return None, None
+    k = int(spec["num_classes"])
+    if args.label is None:
+        labels = plots.class_rows(k, args.n)
+        return labels, len(labels) // k
+    if not 0 <= args.label < k:
+        raise UsageError(f"--label must be a class in 0 … {k - 1} ({k} classes), got {args.label}")
+    return torch.full((args.n,), args.label, dtype=torch.long), None

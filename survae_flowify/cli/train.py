@@ -47,6 +47,7 @@ def _resumed_settings(args: argparse.Namespace, checkpoint: dict[str, Any]) -> t
         if given is not None and given != spec.get(key):
             raise UsageError(f"--{key} {given} does not match the checkpoint's {key} {spec.get(key)!r}")
     fixed = {"--subset": (args.subset, spec.get("subset")),
+             "--conditional": (args.conditional, bool(spec.get("conditional"))),
              "--model-option": (_options(args) if args.model_option else None,
                                 spec.get("model_options") or {})}
     for flag, (given, saved) in fixed.items():
@@ -73,9 +74,20 @@ def run_settings(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
                              f"(appendix F); for {dataset} set --epochs and --batch-size yourself")
         preset["epochs"] = PAPER_EPOCHS[info.shape]
     spec = runs.new_spec(args.model or preset.get("model"), dataset, model_options=_options(args),
-                         subset=args.subset, preset=args.preset)
+                         subset=args.subset, preset=args.preset, conditional=bool(args.conditional))
     config = {k: v for k, v in preset.items() if k in CONFIG_FLAGS}
     return spec, {**config, **_explicit_config(args)}
+
+
+def _check_same_labels(spec: dict[str, Any], data: Any) -> None:
+    """A resumed conditional run needs the same number of classes in the data found now."""
+    if not spec.get("conditional"):
+        return
+    saved = spec.get("num_classes")
+    runs.add_labels(spec, data)
+    if spec["num_classes"] != saved:
+        raise UsageError(f"the checkpoint was trained on {saved} classes, the data found now has "
+                         f"{spec['num_classes']}")
 
 
 def _threads(args: argparse.Namespace, spec: dict[str, Any]) -> None:
@@ -133,9 +145,12 @@ def _train(args: argparse.Namespace, dist: Any) -> int:
     data = runs.load_data(spec, args.data_dir)
     if checkpoint is None:
         spec["data_shape"] = list(data.shape)
+        runs.add_labels(spec, data)
     elif tuple(spec["data_shape"]) != data.shape:
         raise UsageError(f"the checkpoint was trained on data of shape {tuple(spec['data_shape'])}, "
                          f"the data found now has shape {data.shape}")
+    else:
+        _check_same_labels(spec, data)
     check_data_fits(data, config, world_size=dist.world_size)
     torch.manual_seed(config.seed)
     flow = runs.build_flow(spec)
@@ -161,7 +176,8 @@ def _train(args: argparse.Namespace, dist: Any) -> int:
             if config.time_budget_s is not None:
                 cap = f", at most {trainer.step_cap} steps" if trainer.step_cap else ""
                 length = f"a time budget of {config.time_budget_s:g} s{cap}"
-            print(f"{'resuming' if checkpoint else 'training'} {spec['model']} on {data} "
+            kind = " (class-conditional)" if spec.get("conditional") else ""
+            print(f"{'resuming' if checkpoint else 'training'} {spec['model']}{kind} on {data} "
                   f"({length}, device {dist.device}, {dist.world_size} process(es), "
                   f"{torch.get_num_threads()} thread(s)); run directory {out}",
                   file=sys.stderr, flush=True)

@@ -10,6 +10,9 @@ tensors, the number of integer levels for images). Names (:data:`DATASET_NAMES`)
 * 2-D densities (float32, nats): ``moons``, ``checkerboard``, ``circles``, ``eight-gaussians``,
   ``pinwheel``, ``two-spirals`` (procedural).
 
+Image sets carry class labels where their files hold them (``DataSplits.labels``,
+``num_classes``): digits, MNIST and Fashion-MNIST (IDX label files), CIFAR-10.
+
 A missing data set raises :class:`DataNotFoundError` naming where it looked and how to get it;
 a malformed file raises :class:`DataFormatError`.
 """
@@ -26,6 +29,7 @@ from survae_flowify.data.base import (
     DataNotFoundError,
     DataSplits,
     Kind,
+    SplitLabels,
 )
 from survae_flowify.data.digits import load_digits
 from survae_flowify.data.images import (
@@ -33,6 +37,7 @@ from survae_flowify.data.images import (
     load_fashion_mnist,
     load_mnist,
     read_cifar_batch,
+    read_cifar_labels,
     read_idx,
 )
 from survae_flowify.data.tabular import TABULAR_NAMES, load_tabular
@@ -51,6 +56,7 @@ __all__ = [
     "DataFormatError",
     "DataNotFoundError",
     "DataSplits",
+    "SplitLabels",
     "load_cifar10",
     "load_dataset",
     "load_digits",
@@ -59,6 +65,7 @@ __all__ = [
     "load_tabular",
     "load_toy",
     "read_cifar_batch",
+    "read_cifar_labels",
     "read_idx",
     "sample_toy",
 ]

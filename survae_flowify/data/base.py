@@ -6,11 +6,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
+import torch
 from torch import Tensor
 
-__all__ = ["DataError", "DataFormatError", "DataNotFoundError", "DataSplits", "Kind"]
+__all__ = [
+    "DataError", "DataFormatError", "DataNotFoundError", "DataSplits", "Kind", "SplitLabels",
+]
 
 Kind = Literal["image", "tabular", "toy"]
 
@@ -39,6 +42,14 @@ class DataFormatError(DataError, ValueError):
     """A data file exists but is not in the expected format (truncated, wrong header, ...)."""
 
 
+class SplitLabels(NamedTuple):
+    """Class labels of each split: ``int64`` tensors of shape ``(N,)``, values ``0 … K−1``."""
+
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+
+
 @dataclass(frozen=True)
 class DataSplits:
     """Train / validation / test tensors of one data set.
@@ -47,6 +58,10 @@ class DataSplits:
     ``{0, …, levels−1}``, stored as ``uint8``) and ``None`` for continuous data. Test metrics are
     bits per dimension for images (``−log p / (D ln 2)`` of the discrete bound) and nats per
     example for tabular and 2-D data.
+
+    ``labels`` (:class:`SplitLabels`, or ``None`` for a data set without labels) holds one class
+    label per example of each split, in ``0 … num_classes − 1``; ``num_classes`` is set exactly
+    when ``labels`` is. Mismatched lengths or labels out of range raise :class:`DataFormatError`.
     """
 
     name: str
@@ -55,6 +70,31 @@ class DataSplits:
     valid: Tensor
     test: Tensor
     levels: int | None = None
+    labels: SplitLabels | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.labels is None) != (self.num_classes is None):
+            raise DataFormatError(f"{self.name}: labels and num_classes go together, got labels "
+                                  f"{'None' if self.labels is None else 'set'} and num_classes "
+                                  f"{self.num_classes}")
+        if self.labels is None:
+            return
+        if not isinstance(self.labels, SplitLabels):
+            raise TypeError(f"{self.name}: labels must be SplitLabels, got {type(self.labels).__name__}")
+        for split, y in zip(SplitLabels._fields, self.labels):
+            self._check_labels(split, y)
+
+    def _check_labels(self, split: str, y: Tensor) -> None:
+        n = len(getattr(self, split))
+        if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != (n,):
+            got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
+            raise DataFormatError(f"{self.name}: the {split} labels must be an int64 tensor of "
+                                  f"shape ({n},) (one per example), got {got}")
+        if n and not (0 <= int(y.min()) and int(y.max()) < self.num_classes):  # type: ignore[operator]
+            raise DataFormatError(f"{self.name}: the {split} labels must lie in 0 … "
+                                  f"{self.num_classes - 1} ({self.num_classes} classes), got "  # type: ignore[operator]
+                                  f"{int(y.min())} … {int(y.max())}")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -75,11 +115,14 @@ class DataSplits:
         """The first ``n`` examples of every split (quick runs and tests)."""
         if n < 1:
             raise ValueError(f"subset: n must be >= 1, got {n}")
-        return replace(self, train=self.train[:n], valid=self.valid[:n], test=self.test[:n])
+        labels = None if self.labels is None else SplitLabels(*(y[:n] for y in self.labels))
+        return replace(self, train=self.train[:n], valid=self.valid[:n], test=self.test[:n],
+                       labels=labels)
 
     def __str__(self) -> str:
         return (
             f"{self.name}: {self.kind}, shape {self.shape}, train {len(self.train)}, "
             f"valid {len(self.valid)}, test {len(self.test)}"
             + (f", {self.levels} levels" if self.levels else "")
+            + (f", {self.num_classes} classes" if self.num_classes else "")
         )

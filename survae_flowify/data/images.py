@@ -3,7 +3,9 @@ CIFAR-10 (python pickle batches).
 
 Images are ``uint8`` tensors of shape ``(N, C, H, W)`` with 256 levels. The validation split is
 the last :data:`VALID_SIZE` images of the training file (the files come shuffled); the test split
-is the official test file.
+is the official test file. Labels (10 classes) come with them when the files hold them: the IDX
+label files ``train-labels-idx1-ubyte`` and ``t10k-labels-idx1-ubyte`` beside the images (without
+them the splits have ``labels=None``), and the ``labels`` entry of every CIFAR-10 batch.
 """
 
 from __future__ import annotations
@@ -18,22 +20,27 @@ import numpy as np
 import torch
 
 from survae_flowify.data._locate import candidates, locate
-from survae_flowify.data.base import DataFormatError, DataSplits
+from survae_flowify.data.base import DataFormatError, DataSplits, SplitLabels
 
 __all__ = [
     "CIFAR10_DEFAULT_DIR",
     "FASHION_MNIST_DEFAULT_DIR",
     "MNIST_DEFAULT_DIR",
+    "NUM_CLASSES",
     "VALID_SIZE",
     "load_cifar10",
     "load_fashion_mnist",
     "load_mnist",
     "read_cifar_batch",
+    "read_cifar_labels",
     "read_idx",
 ]
 
 VALID_SIZE = 5000
 """Images held out from the end of the training file for validation."""
+
+NUM_CLASSES = 10
+"""Classes of MNIST, Fashion-MNIST and CIFAR-10."""
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 MNIST_DEFAULT_DIR = "data/mnist"
@@ -50,6 +57,10 @@ _IDX_TYPES = {
 _IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+}
+_IDX_LABEL_STEMS = {
+    "train": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
 }
 
 
@@ -82,8 +93,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype, count, header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def _idx_file(directory: Path, split: str) -> Path | None:
-    for stem in _IDX_STEMS[split]:
+def _idx_file(directory: Path, split: str, stems: dict = _IDX_STEMS) -> Path | None:
+    for stem in stems[split]:
         for name in (stem + ".gz", stem):
             if (directory / name).is_file():
                 return directory / name
@@ -103,9 +114,37 @@ def _idx_images(path: Path) -> torch.Tensor:
     return torch.from_numpy(images.copy()).unsqueeze(1)
 
 
-def _split(name: str, train: torch.Tensor, test: torch.Tensor) -> DataSplits:
+def _idx_labels(path: Path, count: int) -> torch.Tensor:
+    labels = read_idx(path)
+    if labels.ndim != 1 or labels.dtype != np.uint8 or len(labels) != count:
+        raise DataFormatError(
+            f"{path}: expected {count} uint8 labels of shape ({count},) (one per image), got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _label_files(directory: Path) -> dict[str, Path] | None:
+    """Both IDX label files, or ``None`` when neither is there; one without the other is an error."""
+    found = {s: _idx_file(directory, s, _IDX_LABEL_STEMS) for s in _IDX_LABEL_STEMS}
+    if all(p is None for p in found.values()):
+        return None
+    missing = [_IDX_LABEL_STEMS[s][0] for s, p in found.items() if p is None]
+    if missing:
+        raise DataFormatError(f"{directory}: holds one IDX label file but not {missing[0]}[.gz]; "
+                              "add it, or remove the other to load the images without labels")
+    return found  # type: ignore[return-value]
+
+
+def _split(name: str, train: torch.Tensor, test: torch.Tensor,
+           labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> DataSplits:
     n_valid = min(VALID_SIZE, max(1, len(train) // 10))  # small files (tests): a tenth
-    return DataSplits(name, "image", train[:-n_valid], train[-n_valid:], test, levels=256)
+    split_labels = None
+    if labels is not None:
+        y_train, y_test = labels
+        split_labels = SplitLabels(y_train[:-n_valid], y_train[-n_valid:], y_test)
+    return DataSplits(name, "image", train[:-n_valid], train[-n_valid:], test, levels=256,
+                      labels=split_labels, num_classes=None if labels is None else NUM_CLASSES)
 
 
 def _load_idx_set(name: str, data_dir: str | os.PathLike | None, subdirs: tuple[str, ...],
@@ -122,7 +161,10 @@ def _load_idx_set(name: str, data_dir: str | os.PathLike | None, subdirs: tuple[
             f"{directory}: train images {tuple(train.shape[1:])} and test images "
             f"{tuple(test.shape[1:])} differ in shape"
         )
-    return _split(name, train, test)
+    files = _label_files(directory)
+    labels = None if files is None else (_idx_labels(files["train"], len(train)),
+                                         _idx_labels(files["test"], len(test)))
+    return _split(name, train, test, labels)
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> DataSplits:
@@ -168,13 +210,44 @@ def read_cifar_batch(path: str | os.PathLike) -> np.ndarray:
     A batch is a pickled dict whose ``data`` entry is an ``(N, 3072)`` ``uint8`` array, each row
     the red, green and blue 32×32 planes in turn.
     """
-    path = Path(path)
+    return _cifar_images(Path(path), _read_cifar_dict(Path(path)))
+
+
+def read_cifar_labels(path: str | os.PathLike) -> np.ndarray:
+    """Labels of one CIFAR-10 python batch: ``int64`` array ``(N,)`` from its ``labels`` entry
+    (a list of ``N`` integers, one per image of ``data``)."""
+    return _read_cifar(Path(path))[1]
+
+
+def _read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one batch, from one read of the file."""
+    batch = _read_cifar_dict(path)
+    images = _cifar_images(path, batch)
+    labels = batch.get(b"labels", batch.get("labels"))
+    try:
+        array = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is None or array.shape != (len(images),):
+        got = "none" if labels is None else f"{type(labels).__name__} of shape {np.shape(labels)}"
+        raise DataFormatError(f"{path}: expected 'labels' with {len(images)} integers (one per "
+                              f"image), got {got}")
+    return images, array
+
+
+def _read_cifar_dict(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             batch = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise DataFormatError(f"{path}: not a CIFAR-10 python batch ({err})") from err
-    data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
+    if not isinstance(batch, dict):
+        raise DataFormatError(f"{path}: expected a dict with 'data' of shape (N, 3072)")
+    return batch
+
+
+def _cifar_images(path: Path, batch: dict) -> np.ndarray:
+    data = batch.get(b"data", batch.get("data"))
     if not (isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == 3 * 32 * 32):
         raise DataFormatError(f"{path}: expected a dict with 'data' of shape (N, 3072)")
     return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)
@@ -193,6 +266,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None) -> DataSplits:
         how="Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
         "extract it and pass --data-dir pointing at cifar-10-batches-py (or its parent).",
     )
-    train = np.concatenate([read_cifar_batch(directory / f) for f in _CIFAR_TRAIN])
-    test = read_cifar_batch(directory / "test_batch")
-    return _split("cifar10", torch.from_numpy(train), torch.from_numpy(test))
+    batches = [_read_cifar(directory / f) for f in _CIFAR_TRAIN]
+    train, y_train = (np.concatenate(parts) for parts in zip(*batches))
+    test, y_test = _read_cifar(directory / "test_batch")
+    return _split("cifar10", torch.from_numpy(train), torch.from_numpy(test),
+                  (torch.from_numpy(y_train), torch.from_numpy(y_test)))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from survae_flowify.algebra import Flow
-from survae_flowify.models.builders import image_flow, mlp_flow
+from survae_flowify.models.builders import OneHot, image_flow, mlp_flow
 from survae_flowify.models.multiscale import multiscale
 from survae_flowify.models.paper import (
     IMAGE_SHAPES,
@@ -26,6 +26,7 @@ from survae_flowify.models.small import small_conv, small_mlp
 
 __all__ = [
     "MODEL_NAMES",
+    "OneHot",
     "build",
     "fconv1",
     "fconv1_nsf",

@@ -1,4 +1,10 @@
-"""Small flowified models for quick runs on CPU (the demo, tests, toy data)."""
+"""Small flowified models for quick runs on CPU (the demo, tests, toy data).
+
+Both take ``context_features=k`` and ``embedding=`` (passed on to the builders of
+:mod:`survae_flowify.models.builders`) for a conditional variant, e.g. class-conditional with
+``embedding=OneHot(k)``: a ``ConditionalNormal`` base, and the context at every reducing layer
+with a conditional inverse density.
+"""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from survae_flowify.training.checkpoint import (
 )
 from survae_flowify.training.config import SCHEDULE_KEYS, ConfigError, TrainConfig
 from survae_flowify.training.distributed import DistContext, resolve_device, setup, teardown
-from survae_flowify.training.evaluation import evaluate, nll_to_metric, parameter_count
+from survae_flowify.training.evaluation import evaluate, nll_to_metric, parameter_count, split_context
 from survae_flowify.training.loop import RunResult, Trainer, check_data_fits
 from survae_flowify.training.records import MetricsLog, atomic_write, read_jsonl, write_json
 from survae_flowify.training.schedule import cosine_lr, set_lr
@@ -48,6 +48,7 @@ __all__ = [
     "save_checkpoint",
     "set_lr",
     "setup",
+    "split_context",
     "teardown",
     "write_json",
 ]

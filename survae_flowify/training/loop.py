@@ -35,7 +35,13 @@ from survae_flowify.training.checkpoint import CheckpointError, load_model_state
 from survae_flowify.training.checkpointing import Checkpointer, check_same_schedule
 from survae_flowify.training.config import ConfigError, TrainConfig
 from survae_flowify.training.distributed import DistContext
-from survae_flowify.training.evaluation import evaluate, nll_to_metric, parameter_count
+from survae_flowify.training.evaluation import (
+    evaluate,
+    log_prob,
+    nll_to_metric,
+    parameter_count,
+    split_context,
+)
 from survae_flowify.training.report import final_summary
 from survae_flowify.training.runlog import RunLog
 from survae_flowify.training.schedule import cosine_lr, set_lr
@@ -63,14 +69,14 @@ def check_data_fits(data: DataSplits, config: TrainConfig, *, world_size: int = 
 
 
 class _NegativeLogLikelihood(nn.Module):
-    """``x ↦ −log p(x)`` per example: the module DDP wraps (its forward is what DDP hooks)."""
+    """``x ↦ −log p(x | c)`` per example: the module DDP wraps (its forward is what DDP hooks)."""
 
     def __init__(self, flow: Flow) -> None:
         super().__init__()
         self.flow = flow
 
-    def forward(self, x: Tensor) -> Tensor:
-        return -self.flow.log_prob(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return -log_prob(self.flow, x, context)
 
 
 @dataclass
@@ -85,6 +91,10 @@ class RunResult:
 
 class Trainer:
     """Train ``flow`` on ``data`` into the directory ``out``.
+
+    A conditional flow (``flow.context_features`` set, e.g. with a :class:`OneHot` embedding)
+    gets the data's class labels as its context in training, validation and test; a data set
+    without labels is then a :class:`ConfigError`.
 
     ``spec`` (model name, data set, data shape, levels, model options) goes into checkpoints so
     that ``evaluate`` and ``sample`` can rebuild the model. ``dist`` is the DDP context
@@ -109,6 +119,8 @@ class Trainer:
         self.flow, self.data, self.out = flow.to(dist.device), data, Path(out)
         self.config, self.dist = config, dist
         self.train_x = data.train.to(dist.device)  # once: batches are then gathered on the device
+        self.train_c = self.context("train")
+        self.train_c = None if self.train_c is None else self.train_c.to(dist.device)
         self.spec = dict(spec or {"model": "custom", "dataset": data.name})
         self._probe()
         self.model: nn.Module = _NegativeLogLikelihood(self.flow)
@@ -144,6 +156,16 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.checkpoints.path
 
+    def context(self, split: str) -> Tensor | None:
+        """The split's labels for a conditional flow, ``None`` for an unconditional one."""
+        try:
+            return split_context(self.flow, self.data, split)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def _batch_context(self, rows: Tensor) -> Tensor | None:
+        return None if self.train_c is None else self.train_c[rows]
+
     def _probe(self) -> None:
         """Check the data once, with the layers' input checks on, before the unchecked steps."""
         x, levels = self.train_x, self.data.levels
@@ -156,7 +178,7 @@ class Trainer:
         self.flow.eval()
         try:
             with torch.no_grad(), _state.validation(True):
-                self.flow.log_prob(x[:2])
+                log_prob(self.flow, x[:2], None if self.train_c is None else self.train_c[:2])
         finally:
             self.flow.train(was_training)
 
@@ -167,7 +189,8 @@ class Trainer:
         # data-dependent initialisation would otherwise be made from these two examples).
         state = {k: v.clone() for k, v in self.flow.state_dict().items()}
         x = self.train_x[:2]
-        (-self.flow.log_prob(x).mean()).backward()
+        context = None if self.train_c is None else self.train_c[:2]
+        (-log_prob(self.flow, x, context).mean()).backward()
         unused = any(p.grad is None for p in self.flow.parameters() if p.requires_grad)
         self.flow.zero_grad(set_to_none=True)
         self.flow.load_state_dict(state)
@@ -235,11 +258,12 @@ class Trainer:
 
     def _train_step(self, index: Tensor, stop: bool) -> tuple[float, float, bool, bool]:
         """One optimizer step; returns (loss, grad norm, finite everywhere, stop requested anywhere)."""
-        x = self.train_x[index.to(self.train_x.device)]
+        index = index.to(self.train_x.device)
+        x, context = self.train_x[index], self._batch_context(index)
         set_lr(self.optimizer, self.lr_at(self.step))
         self.optimizer.zero_grad(set_to_none=True)
         with _state.validation(False):
-            loss = self.model(x).mean()
+            loss = self.model(x, context).mean()
         loss.backward()
         limit = self.config.clip_grad or math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(self.flow.parameters(), limit))
@@ -336,7 +360,8 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         every = self.config.valid_every
         if every and ((epoch + 1) % every == 0 or self.step >= self.total_steps):
-            nll = evaluate(self.flow, self.data.valid, batch_size=self._eval_batch(), dist=self.dist)
+            nll = evaluate(self.flow, self.data.valid, context=self.context("valid"),
+                           batch_size=self._eval_batch(), dist=self.dist)
             planned = math.ceil((self._shown_total() or self.step) / self.steps_per_epoch)
             every_line = max(1, planned // 20)  # at most ~20 lines per run
             announce = (epoch + 1) % every_line == 0 or self.step >= self.total_steps

@@ -19,6 +19,8 @@ from torch import Tensor
 from survae_flowify.algebra import Flow
 
 __all__ = [
+    "class_rows",
+    "draw_samples",
     "image_grid",
     "save_density_map",
     "save_image_panels",
@@ -71,40 +73,74 @@ def image_grid(images: Tensor, *, levels: int | None, nrow: int | None = None, p
 
 
 def save_image_panels(
-    path: str | os.PathLike, panels: Sequence[tuple[str, Tensor]], *, levels: int | None
+    path: str | os.PathLike, panels: Sequence[tuple[str, Tensor]], *, levels: int | None,
+    nrow: int | None = None,
 ) -> Path:
-    """Side-by-side grids, one per ``(title, images)`` panel."""
+    """Side-by-side grids, one per ``(title, images)`` panel, ``nrow`` images a row (default:
+    a square grid)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
     for ax, (title, images) in zip(axes[0], panels):
-        ax.imshow(image_grid(images, levels=levels), cmap="gray", vmin=0, vmax=1,
+        ax.imshow(image_grid(images, levels=levels, nrow=nrow), cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     return _save(fig, path)
 
 
+def class_rows(num_classes: int, n: int, device: torch.device | str = "cpu") -> Tensor:
+    """Labels of a grid with one row per class: ``⌈n / K⌉`` of each class ``0 … K−1`` in turn."""
+    per_class = max(1, math.ceil(n / num_classes))
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+
+
 @torch.no_grad()
-def save_sample_grids(flow: Flow, path: str | os.PathLike, *, n: int, levels: int | None) -> Path:
-    """Samples from one set of base draws ``z``, inverted by the mean of every inverse density
-    (left) and by sampling them (right), as in the paper's appendix E."""
-    z = flow.base.sample(n)
-    mean = flow.transform.inverse(z, mean=True)
-    stochastic = flow.transform.inverse(z, mean=False)
+def draw_samples(flow: Flow, n: int, labels: Tensor | None = None) -> dict[str, Tensor]:
+    """``{"mean": …, "stochastic": …}``: one set of base draws ``z`` (given ``labels``, one per
+    sample, for a conditional flow), inverted by the mean of every inverse density and by
+    sampling them, as in the paper's appendix E."""
+    context = _embedded(flow, labels)
+    z = flow.base.sample(n) if context is None else flow.base.sample(n, context)
+    return {"mean": flow.transform.inverse(z, context, mean=True),
+            "stochastic": flow.transform.inverse(z, context, mean=False)}
+
+
+def _embedded(flow: Flow, labels: Tensor | None) -> Tensor | None:
+    """The context the layers see: the flow's embedding of ``labels`` (unconditional: ``None``)."""
+    if labels is None or flow.context_features is None:
+        return None
+    return flow.embedding(labels) if flow.embedding is not None else labels
+
+
+@torch.no_grad()
+def save_sample_grids(flow: Flow, path: str | os.PathLike, *, n: int, levels: int | None,
+                      num_classes: int | None = None) -> Path:
+    """Samples from one set of base draws, by the mean inverse (left) and the stochastic one
+    (right). A class-conditional flow (``num_classes`` given) gets one row per class."""
+    labels, nrow = None, None
+    if flow.context_features is not None and num_classes:
+        param = next(flow.parameters(), None)
+        labels = class_rows(num_classes, n, param.device if param is not None else "cpu")
+        n, nrow = len(labels), len(labels) // num_classes
+    samples = draw_samples(flow, n, labels)
     return save_image_panels(
-        path, [("samples, mean inverse", mean), ("samples, stochastic inverse", stochastic)],
-        levels=levels,
+        path, [("samples, mean inverse", samples["mean"]),
+               ("samples, stochastic inverse", samples["stochastic"])],
+        levels=levels, nrow=nrow,
     )
 
 
 @torch.no_grad()
-def save_reconstructions(flow: Flow, x: Tensor, path: str | os.PathLike, *, levels: int | None) -> Path:
-    """Data, ``inverse(forward(x))`` with mean inverses, and with sampled inverses."""
-    z, _ = flow.transform(x)
+def save_reconstructions(flow: Flow, x: Tensor, path: str | os.PathLike, *, levels: int | None,
+                         labels: Tensor | None = None) -> Path:
+    """Data, ``inverse(forward(x))`` with mean inverses, and with sampled inverses (given the
+    examples' ``labels`` for a conditional flow)."""
+    context = _embedded(flow, labels)
+    z, _ = flow.transform(x, context)
     return save_image_panels(
         path,
-        [("data", x), ("reconstruction, mean inverse", flow.transform.inverse(z, mean=True)),
-         ("reconstruction, stochastic inverse", flow.transform.inverse(z, mean=False))],
+        [("data", x), ("reconstruction, mean inverse", flow.transform.inverse(z, context, mean=True)),
+         ("reconstruction, stochastic inverse", flow.transform.inverse(z, context, mean=False))],
         levels=levels,
     )
 

@@ -28,13 +28,16 @@ def final_summary(trainer: Trainer, wall_s: float) -> dict[str, Any]:
     metric = data.metric
     summary: dict[str, Any] = {
         "model": trainer.spec.get("model"), "dataset": data.name, "metric": metric,
-        f"test_{metric}": nll_to_metric(evaluate(flow, data.test, **eval_kw), data),
-        f"valid_{metric}": nll_to_metric(evaluate(flow, data.valid, **eval_kw), data),
+        f"test_{metric}": nll_to_metric(
+            evaluate(flow, data.test, context=trainer.context("test"), **eval_kw), data),
+        f"valid_{metric}": nll_to_metric(
+            evaluate(flow, data.valid, context=trainer.context("valid"), **eval_kw), data),
         "bound": "exact" if flow.exact else "ELBO: an upper bound on the true metric",
+        "conditional": flow.context_features is not None,
     }
     if config.eval_samples:
         k = config.eval_samples
-        iw = evaluate(flow, data.test, num_samples=k, **eval_kw)
+        iw = evaluate(flow, data.test, context=trainer.context("test"), num_samples=k, **eval_kw)
         summary.update({f"test_iw_{metric}": nll_to_metric(iw, data), "eval_samples": k})
     summary.update({
         "parameters": parameter_count(flow), "steps": trainer.step,
@@ -77,11 +80,13 @@ def draw_figures(trainer: Trainer) -> dict[str, str]:
         figures["loss"] = str(plots.save_loss_curve(trainer.log.records(), out / "loss.png",
                                                     metric=data.metric))
         if data.kind == "image":
-            figures["samples"] = str(plots.save_sample_grids(flow, out / "samples.png", n=n,
-                                                             levels=data.levels))
+            figures["samples"] = str(plots.save_sample_grids(
+                flow, out / "samples.png", n=n, levels=data.levels, num_classes=data.num_classes))
             x = data.test[:min(n, 32)].to(trainer.dist.device)
+            labels = trainer.context("test")
+            labels = None if labels is None else labels[:len(x)].to(x.device)
             figures["reconstructions"] = str(plots.save_reconstructions(
-                flow, x, out / "reconstructions.png", levels=data.levels))
+                flow, x, out / "reconstructions.png", levels=data.levels, labels=labels))
         elif data.shape == (2,):
             from survae_flowify.data import TOY_BOUND
 

@@ -301,7 +301,7 @@ def test_unused_parameter_probe_leaves_no_trace():
     torch.manual_seed(0)
     flow = ffn.Flow(ffn.StandardNormal(3), ffn.Sequential(ffn.ActNorm((3,)), ffn.Linear(3, 3)))
     before = {k: v.clone() for k, v in flow.state_dict().items()}
-    probe = SimpleNamespace(flow=flow, train_x=torch.randn(8, 3) * 5 + 3)
+    probe = SimpleNamespace(flow=flow, train_x=torch.randn(8, 3) * 5 + 3, train_c=None)
     assert Trainer._has_unused_parameters(probe) is False
     after = flow.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
