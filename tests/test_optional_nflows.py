@@ -6,6 +6,7 @@ Each test runs a fresh interpreter in which a meta-path finder makes ``import nf
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -143,3 +144,13 @@ def test_nflows_is_an_extra_not_a_dependency() -> None:
     assert not any(d.startswith("nflows") for d in dependencies), dependencies
     assert _toml_list(text, "nflows") == ["nflows>=0.14"]
     assert "survae_flowify[nflows]" in _toml_list(text, "dev")  # the spline's test oracle
+
+
+def test_notebooks_do_not_use_nflows() -> None:
+    """``make test`` executes the notebooks; they must run where nflows is not installed."""
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        cells = json.loads(path.read_text())["cells"]
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "nflows" not in code.lower(), f"{path.name} uses nflows (or NflowsBijection)"
