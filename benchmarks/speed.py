@@ -14,6 +14,11 @@ contender per round, so drifts in machine load hit all alike) and reported as me
 * ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
   392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
   with the same mask, bins, tails and network (nflows' ``MLP``), forward and forward+backward;
+* the FCONV2-NSF-MNIST (appendix C) training step with its coupling stacks on the native
+  ``RqCoupling`` (what ``models.fconv2_nsf`` builds) against the same model with the stacks the
+  library used before, nflows' ``PiecewiseRationalQuadraticCouplingTransform`` with
+  ``ReversePermutation`` between (same couplings, bins, bound and hidden widths) wrapped as
+  ``NflowsBijection``; ``--nsf-repeats`` rounds (default 5: one nflows step takes seconds);
 * the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
 
 Timings are wall-clock with the device synchronised around every call. ``--profile`` adds a
@@ -26,6 +31,7 @@ two-core machine), which distorts the ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import platform
 import statistics
@@ -297,6 +303,74 @@ def compare_coupling(args: argparse.Namespace, sync: Callable[[], None]) -> list
     return rows
 
 
+class _OldNsfConditioner(nn.Module):
+    """The conditioner of the nflows stacks ``models.nsf`` built before: 3 hidden ReLU layers of
+    256 (vectors) or of 32 channels with 3×3 convolutions throughout (feature maps)."""
+
+    def __init__(self, n_in: int, n_out: int, *, image: bool) -> None:
+        super().__init__()
+        hidden = 32 if image else 256
+        widths = (n_in, hidden, hidden, hidden, n_out)
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Conv2d(a, b, 3, padding=1) if image else nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*layers[:-1])
+
+    def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(inputs)
+
+
+def old_nsf_stack(shape: tuple[int, ...], num_couplings: int) -> ffn.Transform:
+    """An nflows coupling stack with the structure of ``models.nsf.nsf_stack``, as it was built
+    before the native couplings: 5 bins, linear tails, bound 3, a reversal between each two."""
+    from nflows import transforms
+
+    features = shape[0]
+    mask = [0] * (features // 2) + [1] * (features - features // 2)  # > 0: transformed
+
+    def make(i: int, o: int) -> nn.Module:
+        return _OldNsfConditioner(i, o, image=len(shape) == 3)
+
+    parts: list[nn.Module] = []
+    for i in range(num_couplings):
+        if i:
+            parts.append(transforms.ReversePermutation(features))
+        parts.append(transforms.PiecewiseRationalQuadraticCouplingTransform(
+            mask, make, num_bins=5, tails="linear", tail_bound=3.0))
+    return ffn.NflowsBijection(transforms.CompositeTransform(parts), shape=shape)
+
+
+def with_nflows_stacks(flow: ffn.Flow) -> ffn.Flow:
+    """``flow`` with each native coupling stack (a ``Sequential`` of ``RqCoupling`` and
+    ``Reverse``) replaced by :func:`old_nsf_stack` of the same shape and number of couplings."""
+    for name, part in list(flow.transform.named_children()):
+        if not isinstance(part, ffn.Sequential):
+            continue
+        couplings = [p for p in part if isinstance(p, ffn.RqCoupling)]
+        if couplings:
+            setattr(flow.transform, name, old_nsf_stack(couplings[0].shape, len(couplings)))
+    return flow
+
+
+def compare_nsf(images: torch.Tensor, args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
+    """FCONV2-NSF-MNIST training steps: native coupling stacks against the nflows ones."""
+    native = flowified("fconv2-nsf").to(args.device).train()
+    old = with_nflows_stacks(flowified("fconv2-nsf")).to(args.device).train()
+    for seed, flow in enumerate((native, old)):
+        perturb_parameters(flow, scale=0.3, seed=seed)  # splines off their identity start
+    counts = {k: sum(p.numel() for p in f.parameters()) for k, f in (("native", native), ("nflows", old))}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Inputs to the softmax are not scaled down")
+        t = interleaved(
+            {"native": train_step(native, lambda: -native.log_prob(images).mean()),
+             "nflows": train_step(old, lambda: -old.log_prob(images).mean())},
+            repeats=args.nsf_repeats, warmup=min(args.warmup, 1), sync=sync,
+        )
+    note = f"parameters: native {counts['native']:,}, nflows {counts['nflows']:,}"
+    return [Row("FCONV2-NSF-MNIST train step: native", t["native"], "nflows stacks", t["nflows"],
+                note=note)]
+
+
 def _explain(flow: ffn.Flow, images: torch.Tensor, *, train: bool, validate: bool) -> str:
     """One line: the graph breaks dynamo meets in ``flow.log_prob``, and where."""
     flow.train(train)
@@ -384,6 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20, help="timed rounds per comparison")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--nsf-repeats", type=int, default=5,
+                        help="timed rounds of the FCONV2-NSF comparison (an nflows step takes seconds)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: batch 16, 3 rounds, 1 warm-up (numbers are not meaningful)")
@@ -392,6 +468,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.repeats, args.warmup = min(args.batch, 16), 3, 1
+        args.nsf_repeats = min(args.nsf_repeats, 2)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     args.device = torch.device(args.device)
@@ -419,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     rows += compare_spline(args, sync)
     rows += compare_coupling(args, sync)
+    rows += compare_nsf(images, args, sync)
     print(table(rows))
     if not args.no_compile:
         print("\n".join(graph_breaks(args)))

@@ -33,11 +33,11 @@ from survae_flowify.transforms import (
     Dequantize,
     Flatten,
     LeakyReLU,
-    NflowsBijection,
     Repeat,
     Reshape,
     RqSpline,
     Slice,
+    _nflows_available,
 )
 
 __version__ = "0.1.0"
@@ -83,3 +83,16 @@ __all__ = [
     "register_converter",
     "validation",
 ]
+
+# NflowsBijection needs the optional nflows extra: imported on first access (an ImportError with
+# the install hint without nflows), and left out of ``import *`` when nflows is not there.
+if not _nflows_available():
+    __all__.remove("NflowsBijection")
+
+
+def __getattr__(name: str) -> object:
+    if name == "NflowsBijection":
+        from survae_flowify.transforms import NflowsBijection
+
+        return NflowsBijection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,73 +1,47 @@
-"""Neural-spline-flow coupling stacks (nflows) used by the paper's "+NSF" models (appendix C).
+r"""Neural-spline-flow coupling stacks used by the paper's "+NSF" models (appendix C).
 
-Each stack alternates nflows' rational-quadratic coupling transforms (5 bins, linear tails, bound 3)
-with reversals of the feature order, as in the official code; the conditioners are a dense network
-(3 hidden layers of 256) for vectors and a 3×3 convolutional network (3 hidden layers of 32
-channels) for feature maps. Wrapped as :class:`~survae_flowify.NflowsBijection`.
+A stack of ``n`` couplings over an event shape ``(D,)`` or ``(C, H, W)`` is
+
+$$ \text{RqCoupling} \to \text{Reverse} \to \text{RqCoupling} \to \dots \to \text{RqCoupling}, $$
+
+the structure of the official code's nflows stacks (``PiecewiseRationalQuadraticCouplingTransform``
+with ``ReversePermutation`` between each two), now on the native
+:class:`~survae_flowify.RqCoupling`: the first ``⌊D/2⌋`` features (channels) pass and condition a
+5-bin rational-quadratic spline with linear tails beyond ``±3`` on each of the others; the
+reversal lets the next coupling transform the half that passed. The conditioners keep the old
+hidden widths: three hidden layers of 256 for vectors, three of 32 channels for feature maps
+(``RqCoupling``'s conv net: 3×3, 1×1, 1×1 hidden convolutions and a 3×3 output, where nflows'
+used 3×3 throughout). Contribution: the sum of the couplings' ``Σ_j log g_j'(x_{b,j})``, shape
+``(B,)``; the reversals add 0.
 """
 
 from __future__ import annotations
 
-from nflows import transforms
-from torch import Tensor, nn
-
-from survae_flowify.transforms import NflowsBijection
+from survae_flowify import _checks
+from survae_flowify.algebra import Sequential, Transform
+from survae_flowify.bijections import Reverse, RqCoupling
 
 __all__ = ["nsf_stack"]
 
-_DENSE_HIDDEN = 256
-_CONV_HIDDEN = 32
-_NUM_BINS = 5
-_TAIL_BOUND = 3.0
+DENSE_HIDDEN = (256, 256, 256)  # the official code's dense conditioner
+CONV_HIDDEN = (32, 32, 32)  # ... and its convolutional one (channels)
+NUM_BINS = 5
+TAIL_BOUND = 3.0
 
 
-class _DenseConditioner(nn.Module):
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        h = _DENSE_HIDDEN
-        self.net = nn.Sequential(
-            nn.Linear(in_features, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
-            nn.Linear(h, h), nn.ReLU(), nn.Linear(h, out_features),
-        )
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net(x)
-
-
-class _ConvConditioner(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        h = _CONV_HIDDEN
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, h, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(h, h, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(h, h, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(h, out_channels, 3, padding=1),
-        )
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net(x)
-
-
-def _make_dense(i: int, o: int) -> nn.Module:
-    return _DenseConditioner(i, o)
-
-
-def _make_conv(i: int, o: int) -> nn.Module:
-    return _ConvConditioner(i, o)
-
-
-def nsf_stack(shape: tuple[int, ...], num_couplings: int) -> NflowsBijection:
-    """``num_couplings`` RQ couplings over ``shape`` = ``(D,)`` or ``(C, H, W)`` (split on dim 1)."""
-    features = shape[0]
-    if features < 2:
+def nsf_stack(shape: tuple[int, ...], num_couplings: int) -> Sequential:
+    """``num_couplings`` :class:`~survae_flowify.RqCoupling` layers over ``shape`` = ``(D,)`` or
+    ``(C, H, W)`` (split on dimension 1), with a :class:`~survae_flowify.Reverse` between each two."""
+    shape = tuple(_checks.shape("nsf_stack", "shape", shape))
+    num_couplings = _checks.positive_int("nsf_stack", "num_couplings", num_couplings)
+    if len(shape) not in (1, 3):
+        raise ValueError(f"nsf_stack: shape must be (D,) or (C, H, W), got {shape}")
+    if shape[0] < 2:
         raise ValueError(f"nsf_stack: need at least 2 features/channels to couple, got shape {shape}")
-    mask = [0] * (features // 2) + [1] * (features - features // 2)
-    make = _make_dense if len(shape) == 1 else _make_conv
-    parts: list[nn.Module] = []
+    hidden = DENSE_HIDDEN if len(shape) == 1 else CONV_HIDDEN
+    parts: list[Transform] = []
     for i in range(num_couplings):
-        parts.append(transforms.PiecewiseRationalQuadraticCouplingTransform(
-            mask, make, num_bins=_NUM_BINS, tails="linear", tail_bound=_TAIL_BOUND))
-        if i < num_couplings - 1:
-            parts.append(transforms.ReversePermutation(features))
-    return NflowsBijection(transforms.CompositeTransform(parts), shape=shape)
+        if i:
+            parts.append(Reverse())
+        parts.append(RqCoupling(shape, num_bins=NUM_BINS, tail_bound=TAIL_BOUND, hidden=hidden))
+    return Sequential(*parts)

@@ -49,7 +49,8 @@ _CONV_MLP = {  # the dense part after the convolutions: widths of successive Lin
     "mnist": [64] * 6 + [32] + [32] * 6 + [8],
     "cifar10": None,  # 10 (FCONV1) or 12 (FCONV2) Linear(128, 128)
 }
-# "+NSF" variants (appendix C): convolutions with coupling stacks (num_couplings) in between.
+# "+NSF" variants (appendix C): convolutions with coupling stacks (num_couplings) in between; each
+# stack is models.nsf.nsf_stack (native RqCoupling layers, 5 bins, bound 3, reversals between).
 _FCONV1_NSF = {
     "mnist": ([(16, 3, 2), (24, 2, 2), (32, 3, 2), (48, 2, 1), (64, 2, 1)], [0] * 5,
               [(None, 2), (32, 2), (8, 2)]),
@@ -109,12 +110,14 @@ def _nsf_variant(table: dict, name: str, dataset: str, levels: int | None, kw: d
 
 
 def fconv1_nsf(dataset: Dataset = "mnist", *, levels: int | None = 256, **layer_kwargs: object) -> Flow:
-    """FCONV1 + NSF coupling layers (appendix C)."""
+    """FCONV1 + NSF coupling layers (appendix C): stacks of native :class:`~survae_flowify.RqCoupling`
+    layers (:func:`~survae_flowify.models.nsf.nsf_stack`) between the flowified layers; no nflows."""
     return _nsf_variant(_FCONV1_NSF, "fconv1_nsf", dataset, levels, layer_kwargs)
 
 
 def fconv2_nsf(dataset: Dataset = "mnist", *, levels: int | None = 256, **layer_kwargs: object) -> Flow:
-    """FCONV2 + NSF coupling layers (appendix C)."""
+    """FCONV2 + NSF coupling layers (appendix C): stacks of native :class:`~survae_flowify.RqCoupling`
+    layers (:func:`~survae_flowify.models.nsf.nsf_stack`) between the flowified layers; no nflows."""
     return _nsf_variant(_FCONV2_NSF, "fconv2_nsf", dataset, levels, layer_kwargs)
 
 

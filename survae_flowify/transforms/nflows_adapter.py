@@ -1,8 +1,19 @@
-"""Use any ``nflows`` bijective transform as a :class:`Bijection`."""
+"""Use any ``nflows`` bijective transform as a :class:`Bijection` (needs the optional nflows extra).
+
+Importing this module without nflows raises an ``ImportError`` that says how to install it; the
+package itself (``survae_flowify.transforms``, ``import survae_flowify``) imports it only when
+``NflowsBijection`` is first asked for.
+"""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
+
+try:
+    import nflows  # noqa: F401  (only to fail early and clearly: the adapter wraps nflows objects)
+except ImportError as error:
+    raise ImportError("NflowsBijection needs the nflows package, an optional extra: "
+                      "pip install survae_flowify[nflows]") from error
 
 from survae_flowify import _checks
 from survae_flowify.algebra.transform import Bijection, Shape

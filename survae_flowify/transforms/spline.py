@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
 from torch import Tensor, nn
 
 from survae_flowify import _checks
@@ -65,6 +65,8 @@ class RqSpline(ParameterCache, Bijection):
         self.num_bins = _checks.integer("RqSpline", "num_bins", num_bins, minimum=1, maximum=max_bins)
         self.tail_bound = _checks.positive_float("RqSpline", "tail_bound", tail_bound)
         self.backend = _checks.choice("RqSpline", "backend", backend, _BACKENDS)
+        if self.backend == "nflows":
+            _nflows_spline()  # fail here, with the fix, rather than on the first call
         self.unnormalized_widths = nn.Parameter(torch.zeros(num_bins))
         self.unnormalized_heights = nn.Parameter(torch.zeros(num_bins))
         # softplus⁻¹(1 − min_derivative): interior derivatives start at exactly 1 (identity).
@@ -95,7 +97,7 @@ class RqSpline(ParameterCache, Bijection):
     def _nflows(self, x: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         shape = (*x.shape, -1)
         w, h, d = (p.to(x.dtype).expand(shape) for p in self._spline_parameters())
-        return unconstrained_rational_quadratic_spline(
+        return _nflows_spline()(
             x, w, h, d, inverse=inverse, tails="linear", tail_bound=self.tail_bound,
             min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
             min_derivative=DEFAULT_MIN_DERIVATIVE,
@@ -112,3 +114,13 @@ class RqSpline(ParameterCache, Bijection):
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         return self._spline(z, inverse=True)[0]
+
+
+def _nflows_spline() -> Callable[..., tuple[Tensor, Tensor]]:
+    """nflows' spline function, imported on use: nflows is an optional extra."""
+    try:
+        from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+    except ImportError as error:
+        raise ImportError('RqSpline(backend="nflows") needs the nflows package: pip install '
+                          'survae_flowify[nflows] (or use the default backend="fast")') from error
+    return unconstrained_rational_quadratic_spline
