@@ -206,6 +206,28 @@ def compare_model(
     return rows
 
 
+def elementwise_runners(
+    x: torch.Tensor, x_backward: torch.Tensor
+) -> tuple[Callable[[nn.Module], Callable[[], None]], Callable[[nn.Module], Callable[[], None]]]:
+    """``(forward, backward)``: each maps a transform to a timed call — ``forward`` without grad on
+    ``x``, ``backward`` through ``z.sum() + contribution.sum()`` on ``x_backward`` (an input that
+    requires grad, where the layer has no parameters of its own to differentiate)."""
+
+    def forward(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                layer(x)
+        return run
+
+    def backward(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            z, contribution = layer(x_backward)
+            (z.sum() + contribution.sum()).backward()
+        return run
+
+    return forward, backward
+
+
 def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
     """Layers with input validation off, so the kernels themselves are timed."""
     gen = torch.Generator().manual_seed(0)
@@ -221,19 +243,7 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
                 p.add_(0.5 * torch.randn(p.shape, generator=gen))
     for layer in layers.values():
         layer.to(args.device)
-    x_grad = x.clone().requires_grad_()
-
-    def forward(layer: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                layer(x)
-        return run
-
-    def backward(layer: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            z, contribution = layer(x_grad)
-            (z.sum() + contribution.sum()).backward()
-        return run
+    forward, backward = elementwise_runners(x, x.clone().requires_grad_())
 
     shape = "×".join(map(str, SPLINE_SHAPE))
     rows = []
@@ -277,18 +287,7 @@ def compare_coupling(args: argparse.Namespace, sync: Callable[[], None]) -> list
         layer.to(args.device)
     gen = torch.Generator().manual_seed(0)
     x = (1.5 * torch.randn(args.batch, COUPLING_FEATURES, generator=gen)).to(args.device)
-
-    def forward(layer: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                layer(x)
-        return run
-
-    def backward(layer: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            z, contribution = layer(x)
-            (z.sum() + contribution.sum()).backward()
-        return run
+    forward, backward = elementwise_runners(x, x)
 
     rows = []
     with ffn.validation(False), warnings.catch_warnings():
