@@ -1,14 +1,16 @@
 """Battery cases for SurVAE's surjections (Abs, Sort, StochasticPermutation, MaxPool2d).
 
 None of them has a contribution that is a log-determinant (it is ``log p(dropped | z)``), so the
-autograd log-det check does not apply (``log_det=False``); tests/surjections/ checks their
+autograd log-det check does not apply (``log_det=False``; StochasticPermutation's contribution,
+0, is the log-det of the permutation it draws, so it does apply there); tests/surjections/ checks their
 likelihoods by integration instead. Random Gaussian inputs have no ties and no zeros, where
 every forward is smooth, so gradcheck applies.
 """
 
 from __future__ import annotations
 
-from survae_flowify.surjections import Abs
+import survae_flowify as ffn
+from survae_flowify.surjections import Abs, Sort, StochasticPermutation
 from tests.cases.base import Case
 
 CASES: dict[str, Case] = {
@@ -17,4 +19,7 @@ CASES: dict[str, Case] = {
     "abs_image": Case(lambda: Abs((2, 3, 3), hidden=4), (2, 3, 3), log_det=False),
     "abs_context": Case(lambda: Abs(3, hidden=8, context_features=2), (3,), log_det=False,
                         context_features=2),
+    "sort": Case(Sort, (4,), log_det=False),
+    "abs_then_sort": Case(lambda: ffn.Sequential(Abs(3, hidden=8), Sort()), (3,), log_det=False),
+    "stochastic_permutation": Case(StochasticPermutation, (5,)),
 }
