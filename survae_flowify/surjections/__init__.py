@@ -2,7 +2,8 @@
 exact) and StochasticPermutation (stochastic in both directions, a bound in general)."""
 
 from survae_flowify.surjections.abs import Abs
+from survae_flowify.surjections.maxpool import MaxPool2d
 from survae_flowify.surjections.permutation import StochasticPermutation
 from survae_flowify.surjections.sort import Sort
 
-__all__ = ["Abs", "Sort", "StochasticPermutation"]
+__all__ = ["Abs", "MaxPool2d", "Sort", "StochasticPermutation"]
