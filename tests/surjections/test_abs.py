@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import survae_flowify as ffn
 from survae_flowify.surjections import Abs
 from survae_flowify.testing import perturb_parameters
-from survae_flowify.testing.strategies import batches
+from survae_flowify.testing.strategies import batches, dtypes
 from tests.surjections._grid import LogBijection, grid_2d, mass
 
 KINDS = ["learned", "uniform"]
@@ -87,10 +88,10 @@ def test_conditional_mass_is_one_for_several_contexts() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(z=batches((3,)))
-def test_right_inverse_holds_exactly(z: torch.Tensor) -> None:
-    z = z.abs()
-    layer = perturb_parameters(Abs(3, hidden=8).double(), scale=2.0, seed=1)
+@given(data=st.data(), dtype=dtypes())
+def test_right_inverse_holds_exactly(data: st.DataObject, dtype: torch.dtype) -> None:
+    z = data.draw(batches((3,), dtype=dtype)).abs()
+    layer = perturb_parameters(Abs(3, hidden=8).to(dtype), scale=2.0, seed=1)
     for mean in (False, True):
         x = layer.inverse(z, mean=mean)
         assert torch.equal(layer(x)[0], z)
