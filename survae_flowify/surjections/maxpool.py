@@ -39,8 +39,9 @@ class MaxPool2d(InferenceSurjection):
     entry costs linearly, not quadratically). ``inverse_density`` chooses ``ℓ`` and ``s``:
 
     * ``"fixed"``: uniform index (``ℓ = 0``) and ``s = 1``; no parameters;
-    * ``"learned"`` (default): ``ℓ`` and ``log s`` learned per channel and patch entry (shared over
-      channels when ``channels`` is ``None``), independent of ``z``;
+    * ``"learned"`` (default): ``ℓ`` (parameter ``index_logits``) and ``raw`` (``raw_gap_scale``,
+      below) learned per channel and patch entry, shape ``(C, k², 1, 1)`` (``(1, k², 1, 1)``,
+      shared over channels, when ``channels`` is ``None``), independent of ``z``;
     * ``"conditional"``: a small fully convolutional net of widths ``hidden`` on ``z`` (needs
       ``channels``) predicts ``ℓ`` and ``log s`` for every patch; with ``context_features=k`` it
       also sees a flow context ``(B, k)`` as extra channels. Its last layer starts at zero.
@@ -77,8 +78,8 @@ class MaxPool2d(InferenceSurjection):
         self.net: ConvNet | None = None
         if inverse_density == "learned":
             size = 1 if channels is None else channels
-            self.logits = nn.Parameter(torch.zeros(size, entries, 1, 1))
-            self.log_scale = nn.Parameter(torch.zeros(size, entries, 1, 1))
+            self.index_logits = nn.Parameter(torch.zeros(size, entries, 1, 1))
+            self.raw_gap_scale = nn.Parameter(torch.zeros(size, entries, 1, 1))
         elif inverse_density == "conditional":
             if channels is None:
                 raise ValueError("MaxPool2d: inverse_density='conditional' needs channels= (its net "
@@ -105,7 +106,7 @@ class MaxPool2d(InferenceSurjection):
             zero = z.new_zeros(())
             return zero - math.log(entries), zero
         if self.net is None:
-            logits, raw = self.logits, self.log_scale
+            logits, raw = self.index_logits, self.raw_gap_scale
         else:
             c = None if context is None else context.to(z.dtype)
             b, ch, h, w = z.shape

@@ -166,8 +166,8 @@ def test_learned_index_and_scales_shape_the_inverse() -> None:
     torch.manual_seed(0)
     layer = MaxPool2d(2, channels=1)
     with torch.no_grad():
-        layer.logits.copy_(torch.tensor([0.0, 0.0, 0.0, 2.0]).view(1, 4, 1, 1))
-        layer.log_scale.fill_(5 * math.atanh(math.log(0.5) / 5))  # through the soft bound: s = 0.5
+        layer.index_logits.copy_(torch.tensor([0.0, 0.0, 0.0, 2.0]).view(1, 4, 1, 1))
+        layer.raw_gap_scale.fill_(5 * math.atanh(math.log(0.5) / 5))  # through the soft bound: s = 0.5
     z = torch.zeros(20_000, 1, 1, 1)
     x = layer.inverse(z).view(-1, 4)
     share = (x == 0).double().mean(0)
