@@ -4,6 +4,9 @@ not come from the layer (Gaussian CDFs, grid quadrature, autograd Jacobians of t
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,3 +216,18 @@ def test_wrong_input_shape_names_the_layer() -> None:
         layer(torch.zeros(3, 3))
     with pytest.raises(ValueError, match=r"VariationalDequantize.*integer"):
         layer(torch.zeros(3, 2, dtype=torch.bool))
+
+
+@pytest.mark.slow  # ~10 s: trains both digits models for a few steps
+def test_dequantization_benchmark_prints_both_rows() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "dequantization.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--steps", "3", "--draws", "1", "--iw", "2", "--hidden", "8"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    rows = [r for r in rows if r and r[0] in ("uniform", "variational")]
+    assert [r[0] for r in rows] == ["uniform", "variational"], result.stdout
+    assert all(math.isfinite(float(r[1])) and math.isfinite(float(r[2])) for r in rows), result.stdout
+    assert "variational − uniform" in result.stdout
