@@ -91,7 +91,7 @@ def main() -> None:
     for kind, elbo, iw, params, per_step in rows:
         print(f"{kind:<14} {elbo:>16.4f} {iw:>22.4f} {params:>11d} {1000 * per_step:>8.1f}")
     (_, e_u, i_u, *_), (_, e_v, i_v, *_) = rows
-    print(f"variational − uniform: {e_v - e_u:+.4f} bpd (ELBO), {i_v - i_u:+.4f} bpd (IW)")
+    print(f"difference (variational − uniform): {e_v - e_u:+.4f} bpd (ELBO), {i_v - i_u:+.4f} bpd (IW)")
 
 
 if __name__ == "__main__":

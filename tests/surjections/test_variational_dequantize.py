@@ -230,4 +230,4 @@ def test_dequantization_benchmark_prints_both_rows() -> None:
     rows = [r for r in rows if r and r[0] in ("uniform", "variational")]
     assert [r[0] for r in rows] == ["uniform", "variational"], result.stdout
     assert all(math.isfinite(float(r[1])) and math.isfinite(float(r[2])) for r in rows), result.stdout
-    assert "variational − uniform" in result.stdout
+    assert "difference (variational − uniform)" in result.stdout
