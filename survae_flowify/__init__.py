@@ -28,7 +28,7 @@ from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
-from survae_flowify.surjections import Abs, MaxPool2d, Sort, StochasticPermutation
+from survae_flowify.surjections import VAE, Abs, MaxPool2d, Sort, StochasticPermutation, VariationalDequantize
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -83,6 +83,8 @@ __all__ = [
     "StochasticPermutation",
     "Transform",
     "Unfold",
+    "VAE",
+    "VariationalDequantize",
     "flowify",
     "noise_off",
     "register_converter",

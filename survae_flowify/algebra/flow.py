@@ -293,10 +293,18 @@ def _context_size(module: object) -> int | None:
     return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
+def _context_parts(module: nn.Module) -> list[nn.Module]:
+    """``module`` and its submodules, except those of a layer with ``private_context`` (e.g. the
+    encoder ``q(u | x)`` of VariationalDequantize): they see that layer's input, not the flow's context."""
+    if getattr(module, "private_context", False):
+        return [module]
+    return [module, *(m for child in module.children() for m in _context_parts(child))]
+
+
 def _shared_context_size(base: nn.Module, transform: Transform) -> int | None:
     """The context size ``k`` that every conditional part (``context_features=k``) expects."""
-    parts = [base, *transform.modules()] if not isinstance(base, nn.Module) else [
-        *base.modules(), *transform.modules()]
+    parts = [base, *_context_parts(transform)] if not isinstance(base, nn.Module) else [
+        *_context_parts(base), *_context_parts(transform)]
     sizes = {}
     for part in parts:
         size = _context_size(part)

@@ -10,7 +10,26 @@ from torch import Tensor
 from survae_flowify import _checks, _state
 from survae_flowify.algebra.transform import GenerativeSurjection
 
-__all__ = ["Dequantize"]
+__all__ = ["Dequantize", "check_levels"]
+
+
+def check_levels(layer: object, levels: int, x: Tensor, xf: Tensor) -> None:
+    """Whole numbers in ``[0, L−1]``, else a ``ValueError`` naming ``layer``; one device sync,
+    and a second only to explain a failure.
+
+    ``x`` is the input as given (its values name the culprit), ``xf`` its floating copy.
+    """
+    bad = (xf < 0) | (xf > levels - 1)
+    if x.is_floating_point():
+        bad = bad | (xf != torch.floor(xf))
+    if not bool(bad.any()):
+        return
+    first = x[bad][0].item()
+    raise ValueError(
+        f"{type(layer).__name__}(levels={levels}): expected integer values in [0, {levels - 1}] "
+        f"(raw counts such as uint8 pixels, not data scaled to [0, 1]), got {first!r} among "
+        f"values in [{x.min().item()}, {x.max().item()}]"
+    )
 
 
 class Dequantize(GenerativeSurjection):
@@ -42,28 +61,11 @@ class Dequantize(GenerativeSurjection):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         xf = x if x.is_floating_point() else x.to(self._anchor.dtype)
         if _state.validation_enabled() and xf.device.type != "meta":
-            self._check_values(x, xf)
+            check_levels(self, self.levels, x, xf)
         u = torch.rand_like(xf) if _state.noise_enabled() else torch.full_like(xf, 0.5)
         d = math.prod(xf.shape[1:])
         contribution = xf.new_full((xf.shape[0],), -d * math.log(self.levels))
         return (xf + u) / self.levels, contribution
-
-    def _check_values(self, x: Tensor, xf: Tensor) -> None:
-        """Whole numbers in ``[0, L−1]``; one device sync, and a second only to explain a failure.
-
-        ``x`` is the input as given (its values name the culprit), ``xf`` its floating copy.
-        """
-        bad = (xf < 0) | (xf > self.levels - 1)
-        if x.is_floating_point():
-            bad = bad | (xf != torch.floor(xf))
-        if not bool(bad.any()):
-            return
-        first = x[bad][0].item()
-        raise ValueError(
-            f"Dequantize(levels={self.levels}): expected integer values in [0, {self.levels - 1}] "
-            f"(raw counts such as uint8 pixels, not data scaled to [0, 1]), got {first!r} among "
-            f"values in [{x.min().item()}, {x.max().item()}]"
-        )
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         return torch.clamp(torch.floor(z * self.levels), 0, self.levels - 1)
