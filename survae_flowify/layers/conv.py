@@ -279,10 +279,11 @@ class Conv2d(Sequential):
     ``F.conv2d(F.pad(x, (l, r + q, t, b + p)), weight, bias, stride)`` (zero padding).
 
     Keywords: ``padding`` (the fixed noise border of :class:`~survae_flowify.layers.pad.Pad`: an
-    int, ``(pad_h, pad_w)`` as in ``nn.Conv2d``, or ``(left, right, top, bottom)``), ``noise`` (``"normal"`` or ``"uniform"``, for padding, unfolding and an increasing
-    kernel), ``inverse_density`` of a reducing kernel (``"conditional"`` by default, as in the
-    paper's models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed
-    by the inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
+    int, ``(pad_h, pad_w)`` as in ``nn.Conv2d``, or ``(left, right, top, bottom)``), ``noise``
+    (``"normal"`` or ``"uniform"``, for padding, unfolding and an increasing kernel),
+    ``inverse_density`` of a reducing kernel (``"conditional"`` by default, as in the paper's
+    models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed by the
+    inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
     Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` (width of
     the conditional network), ``context_features`` (a reducing kernel's conditional density also
     sees a flow context ``(B, k)``, broadcast over positions as extra channels; see
