@@ -24,10 +24,12 @@ from survae_flowify.bijections import (
     RqCoupling,
     Squeeze,
 )
+from survae_flowify.bijections.elementwise import ElementwiseAffine
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
+from survae_flowify.layers.avgpool import AvgPool2d
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -39,6 +41,7 @@ from survae_flowify.transforms import (
     Slice,
     _nflows_available,
 )
+from survae_flowify.transforms.activations import ELU, Sigmoid, Softplus, Tanh
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,7 @@ __all__ = [
     "AffineCoupling",
     "Augment",
     "AugmentationGap",
+    "AvgPool2d",
     "Bijection",
     "Breakdown",
     "ConditionalNormal",
@@ -54,6 +58,8 @@ __all__ = [
     "Conv2d",
     "Dequantize",
     "DiagonalNormal",
+    "ELU",
+    "ElementwiseAffine",
     "Flatten",
     "Flow",
     "GenerativeSurjection",
@@ -73,9 +79,12 @@ __all__ = [
     "RqCoupling",
     "RqSpline",
     "Sequential",
+    "Sigmoid",
     "Slice",
+    "Softplus",
     "Squeeze",
     "StandardNormal",
+    "Tanh",
     "Transform",
     "Unfold",
     "flowify",

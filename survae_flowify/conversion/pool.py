@@ -73,7 +73,7 @@ def _nn_adaptive(module: nn.AdaptiveAvgPool2d, *, input_shape: EventShape, **ctx
 
 
 def _max_pool(kernel: object, stride: object, padding: object, dilation: object, ceil_mode: bool,
-              return_indices: bool, input_shape: EventShape) -> Transform:
+              return_indices: bool, input_shape: EventShape) -> Transform | None:
     k = _pair(kernel)
     if k[0] != k[1]:
         raise ValueError(f"kernel_size={kernel}: only square max pooling is supported")
@@ -85,15 +85,15 @@ def _max_pool(kernel: object, stride: object, padding: object, dilation: object,
     if input_shape is not None and len(input_shape) == 3 and (input_shape[1] % k[0] or input_shape[2] % k[1]):
         raise ValueError(f"a {input_shape[1]}×{input_shape[2]} image is not tiled by {k[0]}×{k[1]} "
                          "patches: max pooling would drop the last rows/columns, which no flow can")
-    try:
-        from survae_flowify.surjections import MaxPool2d
-    except ImportError as err:
-        raise ValueError("max pooling needs survae_flowify.surjections.MaxPool2d, which this version of "
-                         f"the package lacks ({err})") from err
-    return MaxPool2d(k[0])
+    from survae_flowify.surjections import MaxPool2d  # lazy: the surjections import the nets
+
+    if k[0] == 1:
+        return None
+    channels = input_shape[0] if input_shape is not None else None
+    return MaxPool2d(k[0], channels=channels)
 
 
-def _nn_max_pool(module: nn.MaxPool2d, *, input_shape: EventShape, **ctx: Any) -> Transform:
+def _nn_max_pool(module: nn.MaxPool2d, *, input_shape: EventShape, **ctx: Any) -> Transform | None:
     return _max_pool(module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode,
                      module.return_indices, input_shape)
 
@@ -113,7 +113,7 @@ def _call_adaptive(call: Call, ctx: dict[str, Any]) -> AvgPool2d | None:
     return _avg_pool(k, k, 0, None, call.in_shape, ctx, "F.adaptive_avg_pool2d")
 
 
-def _call_max_pool(call: Call, ctx: dict[str, Any]) -> Transform:
+def _call_max_pool(call: Call, ctx: dict[str, Any]) -> Transform | None:
     return _max_pool(call.arg(0, "kernel_size", None), call.arg(1, "stride", None), call.arg(2, "padding", 0),
                      call.arg(3, "dilation", 1), call.arg(4, "ceil_mode", False),
                      call.arg(5, "return_indices", False), call.in_shape)

@@ -11,6 +11,7 @@ from survae_flowify.bijections.elementwise import ElementwiseAffine
 from survae_flowify.layers.avgpool import AvgPool2d
 from survae_flowify.layers.conv import Conv2d
 from survae_flowify.layers.residual import Residual
+from survae_flowify.surjections import MaxPool2d
 from survae_flowify.testing import check_log_det, check_right_inverse
 from survae_flowify.transforms.activations import ELU, Tanh
 from tests.conversion.nets import Concat, ConvNet, Functional, Global, ResidualMLP, trained
@@ -58,6 +59,21 @@ def test_padded_strided_conv_net_with_batch_norm_and_average_pooling() -> None:
     _same_function(net, flow, torch.randn(5, 1, 8, 8, dtype=torch.float64))
     z, contribution = flow(torch.randn(5, 1, 8, 8, dtype=torch.float64))
     assert z.shape == (5, 5) and torch.isfinite(contribution).all()
+
+
+def test_conv_net_with_max_pooling() -> None:
+    torch.manual_seed(10)
+    net = trained(ConvNet(pool=nn.MaxPool2d(2)).double(), (1, 8, 8))
+    flow = ffn.flowify(net, input_shape=(1, 8, 8))
+    assert isinstance(flow["pool"], MaxPool2d) and flow["pool"].kernel_size == 2
+    _same_function(net, flow, torch.randn(5, 1, 8, 8, dtype=torch.float64))
+
+    class Functional(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.max_pool2d(x, 2).flatten(1)
+
+    x = torch.randn(4, 2, 4, 6)
+    _same_function(Functional(), ffn.flowify(Functional(), input_shape=(2, 4, 6)), x, tol=0)
 
 
 def test_functional_calls_and_views() -> None:
