@@ -11,7 +11,8 @@ network                                             flowified
 ``nn.Conv2d`` (zero padding, ``stride ≤ kernel``)   :class:`~survae_flowify.layers.conv.Conv2d`:
                                                     the padding becomes noise on every side
 ``h + f(h)``                                        :class:`~survae_flowify.layers.residual.Residual`
-``torch.cat([h, f(h)], dim=1)``, f keeps the shape  ``Repeat(2) → Branch(f)``
+``a(h) + b(h)`` (projection shortcut)               ``Repeat(2) → Parallel(a, b) → AddHalves``
+``torch.cat([a(h), b(h)], dim=1)``                  ``Repeat(2) → Parallel(a, b)``
 ``nn.BatchNorm1d/2d`` (running statistics)          ``ElementwiseAffine`` (per channel,
                                                     trainable)
 ``nn.AvgPool2d(k)``, ``nn.AdaptiveAvgPool2d``,      :class:`~survae_flowify.layers.avgpool.AvgPool2d`
@@ -32,8 +33,9 @@ a flowified layer (in an ``nn.Sequential``)         kept as it is
 Refused, with a ``ValueError`` that names the layer or node (its qualified name and, for a
 traced network, the source line) and the invertible alternative: ``ReLU``, ``GELU``, ``SiLU``,
 ``softmax`` and other non-injective maps; dilated or grouped convolutions; overlapping or padded
-pooling; a value used other than as ``h + f(h)``/``torch.cat([h, f(h)])``; anything without a
-converter. A module whose ``forward`` fx cannot trace (data-dependent control flow) gets an error
+pooling; a value used other than by two branches that meet in ``a(h) + b(h)`` or
+``torch.cat([a(h), b(h)], dim=1)`` (either may be ``h``); anything without a converter. A
+module whose ``forward`` fx cannot trace (data-dependent control flow) gets an error
 that says why and suggests ``register_converter``.
 
 ``register_converter(nn_type, fn)`` adds a layer type: ``fn(module, **ctx)`` returns a

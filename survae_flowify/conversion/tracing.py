@@ -1,20 +1,25 @@
 """Trace a module's own ``forward`` with ``torch.fx`` and convert its graph node by node.
 
-The graph must be a chain from the one input to the one output, where a value may branch in
-exactly two sound ways:
+The graph must be a chain from the one input to the one output, except that a value ``h`` may
+branch in two that meet again in a sum or a concatenation (either branch may be ``h`` itself):
 
 * ``h + f(h)`` (``operator.add``, ``torch.add``, ``Tensor.add``, ``x += f(x)``) becomes
   :class:`~survae_flowify.layers.residual.Residual` with ``f`` converted the same way;
-* ``torch.cat([h, f(h)], dim=1)`` becomes ``Repeat(2) → Branch(f)``: the copy ``(h, h)`` is the
-  generative surjection of a residual connection (noise orthogonal to the diagonal), and the
-  branch applies ``f`` to the second copy, so with the noise off it computes ``(h, f(h))``.
-  Only ``f`` that keeps the shape of ``h`` (``Branch`` needs it) and the order ``[h, f(h)]``.
+* ``a(h) + b(h)`` (a projection shortcut) becomes ``Repeat(2) → Parallel(a, b) → AddHalves``:
+  the residual connection with a transform on both copies;
+* ``torch.cat([a(h), b(h)], dim=1)`` becomes ``Repeat(2) → Parallel(a, b)``: the copy ``(h, h)``
+  is the generative surjection of a residual connection (noise orthogonal to the diagonal), each
+  copy goes through its branch, and the halves stay side by side. With the noise off it computes
+  ``(a(h), b(h))``; the branches may change the number of channels.
+
+All three are sound: the repetition is a generative surjection (a bound, noise orthogonal to the
+diagonal), the branches are flowified transforms, and the sum is the exact summing map.
 
 Every other node is a call with one tensor input: a submodule (converted by its module
-converter, see :mod:`~survae_flowify.conversion.registry`, or recursively by this tracer when it
-is a plain ``nn.Sequential``), or a function/method with a function converter. The network runs
-once on a batch of 3 random inputs (eval mode, no gradients, training flags restored) to measure
-the shape of every value; each flowified part is checked against them.
+converter, see :mod:`~survae_flowify.conversion.registry`, or recursively when it is an
+``nn.Sequential``), or a function/method with a function converter. The network runs once on a
+batch of 3 random inputs (eval mode, no gradients, training flags restored) to measure the
+shape of every value; each flowified part is checked against them.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import Transform
 from survae_flowify.conversion.registry import Call, EventShape, find_converter, find_function
-from survae_flowify.layers.residual import Branch, Residual
+from survae_flowify.layers.parallel import Parallel
+from survae_flowify.layers.residual import AddHalves, Residual
 from survae_flowify.transforms.repeat import Repeat
 
 __all__ = ["FlowifyTracer", "convert_traced", "measure", "source_line"]
@@ -234,18 +240,16 @@ class _GraphConverter:
                 current = node
             elif len(users) == 2:
                 join = self._join(current, users)
-                head = users[0] if users[1] is join else users[1]
-                (end,) = [a for a in self._inputs(join) if a is not current]
-                if self._users(end) != [join]:
-                    self._fail(end, "its value is used again after the residual connection; only "
-                                    "h + f(h) and torch.cat([h, f(h)]) may reuse a value")
-                branch = self._chain(current, end, first=head)
-                parts.append((join.name, self._combine(join, current, end, branch)))
+                ends = self._operands(join)
+                branches = [[] if end is current else
+                            self._chain(current, end, first=self._head(end, users, join)) for end in ends]
+                parts.append((join.name, self._combine(join, current, ends, branches)))
                 current = join
             else:
                 uses = ", ".join(f"'{self._qualified(u)}'" for u in users) or "nothing"
-                self._fail(current, f"its value is used by {uses}; a flow is a chain: only h + f(h) and "
-                                    "torch.cat([h, f(h)], dim=1) may use a value twice")
+                self._fail(current, f"its value is used by {uses}; a flow is a chain: a value may only "
+                                    "branch in two that meet again as a(h) + b(h) or torch.cat([a(h), b(h)], "
+                                    "dim=1)")
         return parts
 
     def _combination(self, node: fx.Node, current: fx.Node) -> str:
@@ -260,43 +264,73 @@ class _GraphConverter:
                 "flowified layer has one input (a parameter used functionally, e.g. F.linear(x, self.w), "
                 "needs the module form nn.Linear, or register_converter for the enclosing module)")
 
+    def _reach(self, node: fx.Node) -> set[fx.Node]:
+        """``node`` and every value computed from it."""
+        seen, todo = {node}, [node]
+        while todo:
+            for user in self._users(todo.pop()):
+                if user not in seen:
+                    seen.add(user)
+                    todo.append(user)
+        return seen
+
     def _join(self, current: fx.Node, users: list[fx.Node]) -> fx.Node:
-        joins = [u for u in users if (u.target in _ADDS or u.target in _CATS) and len(self._inputs(u)) == 2]
-        if len(joins) == 2:  # h + (h + c)-like: the join is the one downstream of the other
-            joins = [u for u in joins if any(a in joins for a in self._inputs(u))] or joins
-        if len(joins) != 1:
-            self._fail(current, "its value is used twice, but not as h + f(h) or torch.cat([h, f(h)])")
-        return joins[0]
+        """Where the two branches from ``current`` meet: their first common value, an add or a cat."""
+        order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
+        common = self._reach(users[0]) & self._reach(users[1])
+        join = min(common, key=order.__getitem__) if common else None
+        combines = join is not None and (join.target in _ADDS or join.target in _CATS)
+        if not combines or len(self._operands(join)) != 2:
+            where = ("never meet again" if join is None else
+                     f"first meet at '{self._qualified(join)}' ({_what(join)})")
+            self._fail(current, f"its value is used twice, and the two branches {where}; only a(h) + b(h) "
+                                "and torch.cat([a(h), b(h)], dim=1) (either branch may be h itself) are "
+                                "flows")
+        return join
 
-    def _combine(self, join: fx.Node, h: fx.Node, fh: fx.Node, branch: list[Part]) -> Transform:
-        shape, f_shape = self._shape(h), self._shape(fh)
-        f = Sequential(OrderedDict(branch))
+    def _operands(self, join: fx.Node) -> list[fx.Node]:
+        """The two tensors that an add or a cat combines, in order."""
         if join.target in _CATS:
-            return self._cat(join, h, fh, f, shape, f_shape)
-        if f_shape != shape:
-            self._fail(join, f"h + f(h) with h of shape {shape} and f(h) of shape {f_shape}: a flowified "
-                             "residual needs f to keep the shape (no broadcasting)")
-        if join.kwargs.get("alpha", 1) != 1 or (join.target == torch.add and len(join.args) > 2):
-            self._fail(join, "torch.add with alpha != 1; only h + f(h) is a flowified residual")
-        kwargs = {k: self.ctx[k] for k in ("noise", "inverse_density", "hidden") if k in self.ctx}
-        return Residual(f, shape=shape, **kwargs)
+            tensors = join.args[0] if join.args else join.kwargs.get("tensors", ())
+            operands = list(tensors) if isinstance(tensors, (list, tuple)) else []
+        else:
+            operands = [a for a in join.args[:2]]
+        return operands if len(operands) == 2 and all(a in self.data for a in operands) else []
 
-    def _cat(self, join: fx.Node, h: fx.Node, fh: fx.Node, f: Sequential, shape: tuple[int, ...],
-             f_shape: tuple[int, ...]) -> Transform:
-        tensors = join.args[0] if join.args else join.kwargs.get("tensors")
-        dim = join.args[1] if len(join.args) > 1 else join.kwargs.get("dim", 0)
-        if not isinstance(dim, int) or dim % (len(shape) + 1) != 1:
-            self._fail(join, f"torch.cat along dim={dim}: only the channel/feature dimension (dim=1) is "
-                             "supported")
-        if list(tensors) != [h, fh]:
-            self._fail(join, "torch.cat([f(h), h]): only the order torch.cat([h, f(h)], dim=1) is supported "
-                             "(swap the operands; the copy that f transforms must come second)")
-        if f_shape != shape:
-            self._fail(join, f"torch.cat([h, f(h)]) with h of shape {shape} and f(h) of shape {f_shape}: "
-                             "the flowified construction (Repeat then Branch) needs f to keep the shape; no "
-                             "sound construction is implemented for f that changes it")
-        kwargs = {k: self.ctx[k] for k in ("noise",) if k in self.ctx}
-        return Sequential(OrderedDict(repeat=Repeat(shape, 2, **kwargs), branch=Branch(f, shape)))
+    def _head(self, end: fx.Node, users: list[fx.Node], join: fx.Node) -> fx.Node:
+        """The user of the branching value from which the branch ending in ``end`` starts."""
+        if self._users(end) != [join]:
+            self._fail(end, f"its value is used again besides '{self._qualified(join)}', where the branches "
+                            "meet")
+        heads = [u for u in users if u is not join and end in self._reach(u)]
+        if len(heads) != 1:
+            self._fail(join, "its two branches share intermediate values; each branch must be a chain of its "
+                             "own")
+        return heads[0]
+
+    def _combine(self, join: fx.Node, h: fx.Node, ends: list[fx.Node],
+                 branches: list[list[Part]]) -> Transform:
+        shape, outs = self._shape(h), [self._shape(e) for e in ends]
+        fs = [Sequential(OrderedDict(b)) for b in branches]
+        repeat = Repeat(shape, 2, **{k: self.ctx[k] for k in ("noise",) if k in self.ctx})
+        if join.target in _CATS:
+            dim = join.args[1] if len(join.args) > 1 else join.kwargs.get("dim", 0)
+            if not isinstance(dim, int) or dim % (len(shape) + 1) != 1:
+                self._fail(join, f"torch.cat along dim={dim}: only the channel/feature dimension (dim=1) is "
+                                 "supported")
+            both = Parallel(fs[0], fs[1], in_shapes=(shape, shape), out_shapes=tuple(outs))
+            return Sequential(OrderedDict(repeat=repeat, branches=both))
+        if outs[0] != outs[1]:
+            self._fail(join, f"a(h) + b(h) with shapes {outs[0]} and {outs[1]}: a flowified sum needs equal "
+                             "shapes (no broadcasting)")
+        if join.kwargs.get("alpha", 1) != 1 or (join.target == torch.add and len(join.args) > 2):
+            self._fail(join, "torch.add with alpha != 1; only a(h) + b(h) is a flowified sum")
+        kwargs = {k: self.ctx[k] for k in ("noise", "inverse_density", "hidden") if k in self.ctx}
+        if h in ends:  # h + f(h): the paper's residual connection
+            return Residual(fs[1] if ends[0] is h else fs[0], shape=shape, **kwargs)
+        kwargs.pop("noise", None)
+        both = Parallel(fs[0], fs[1], in_shapes=(shape, shape), out_shapes=tuple(outs))
+        return Sequential(OrderedDict(repeat=repeat, branches=both, add=AddHalves(outs[0], **kwargs)))
 
     # ---------------------------------------------------------------------------------- one node
     def _unary(self, node: fx.Node, current: fx.Node) -> Transform | None:

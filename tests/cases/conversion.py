@@ -10,6 +10,7 @@ from survae_flowify.bijections.elementwise import ElementwiseAffine
 from survae_flowify.layers.avgpool import AvgPool2d
 from survae_flowify.layers.conv import Conv2d
 from survae_flowify.layers.pad import Pad
+from survae_flowify.layers.parallel import Parallel
 from survae_flowify.transforms.activations import ELU, Sigmoid, Softplus, Tanh
 from tests.cases.base import Case
 
@@ -32,6 +33,20 @@ def _pad_all_sides() -> ffn.Sequential:
     return ffn.Sequential(layer, ffn.Flatten((1, *layer.padded_size((3, 4)))))
 
 
+def _parallel_exact() -> Parallel:
+    """A square Linear beside a Tanh: a bijection of the whole."""
+    return Parallel(ffn.Linear(2, 2), Tanh(), in_shapes=((2,), (3,)), out_shapes=((2,), (3,)))
+
+
+def _parallel_after_repeat() -> ffn.Sequential:
+    """torch.cat([a(h), b(h)]) as flowify builds it, with two reducing branches (the repetition
+    is then the only bound, whose importance-weighted estimate converges within the battery's
+    sample budget)."""
+    both = Parallel(ffn.Linear(3, 2, inverse_density="diagonal"), ffn.Linear(3, 2), in_shapes=((3,), (3,)),
+                    out_shapes=((2,), (2,)))
+    return ffn.Sequential(ffn.Repeat((3,), 2), both)
+
+
 CASES: dict[str, Case] = {
     "elementwise_affine_vector": Case(lambda: _affine((4,)), (4,), linear_gaussian=True),
     "elementwise_affine_image": Case(lambda: _affine((3, 2, 3)), (3, 2, 3), linear_gaussian=True),
@@ -47,6 +62,8 @@ CASES: dict[str, Case] = {
                              linear_gaussian=True, log_det=False),
     "avgpool_conditional": Case(lambda: AvgPool2d(2, in_channels=2, inverse_density="conditional",
                                                   hidden=8), (2, 4, 2), log_det=False),
+    "parallel_exact": Case(_parallel_exact, (5,), linear_gaussian=False),
+    "parallel_after_repeat": Case(_parallel_after_repeat, (3,), linear_gaussian=True, log_det=False),
     "pad_all_sides": Case(_pad_all_sides, (1, 3, 4), linear_gaussian=True),
     "pad_border_stride_1": Case(lambda: Pad(3, 1, in_channels=2, padding=1), (2, 3, 3)),
     "conv2d_padded_border": Case(

@@ -106,31 +106,41 @@ def test_untraceable_module_says_why_and_suggests_register_converter(monkeypatch
     assert isinstance(flow[0], ffn.Linear)
 
 
-class Fanout(nn.Module):
+class Product(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.a(x) + self.b(x)
+        return self.a(x) * self.b(x)
 
 
-class CatReversed(nn.Module):
+class Broadcast(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
+class Reused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.f(x)
+        return torch.cat([x + h, self.g(h)], dim=1)
+
+
+class CatBatch(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.f = nn.Linear(3, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.f(x), x], dim=1)
-
-
-class CatWider(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.f = nn.Linear(3, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, self.f(x)], dim=1)
+        return torch.cat([x, self.f(x)], dim=0)
 
 
 class AddParameter(nn.Module):
@@ -158,9 +168,10 @@ class BatchMerge(nn.Module):
 
 @pytest.mark.parametrize(
     ("net", "message"),
-    [(Fanout(), r"node 'x' .*used by 'a', 'b'|not as h \+ f\(h\)"),
-     (CatReversed(), r"torch.cat\(\[f\(h\), h\]\): only the order torch.cat\(\[h, f\(h\)\], dim=1\)"),
-     (CatWider(), r"f\(h\) of shape \(4,\).*no sound construction"),
+    [(Product(), r"node 'x' .*two branches first meet at 'mul' \(operator.mul\); only a\(h\) \+ b\(h\)"),
+     (Broadcast(), r"node 'add' .*shapes \(3,\) and \(1,\): a flowified sum needs equal shapes"),
+     (Reused(), r"node 'f' .*used again besides 'add'"),
+     (CatBatch(), r"node 'cat' .*merges or splits the batch dimension"),
      (AddParameter(), r"node 'add' .*combines the input with 'shift'"),
      (TwoOutputs(), r"must return one tensor"),
      (BatchMerge(), r"merges or splits the batch dimension")],

@@ -50,8 +50,8 @@ def test_avgpool_forward_is_torch_avg_pool_and_contribution_is_closed_form() -> 
 
 
 def test_avgpool_rejects_images_it_does_not_tile() -> None:
-    with pytest.raises(ValueError, match=r"AvgPool2d\(kernel_size=\(2, 2\), in_channels=1\): expected H and W "
-                                         r"that are multiples of the kernel, got 3×4"):
+    with pytest.raises(ValueError, match=r"AvgPool2d\(kernel_size=\(2, 2\), in_channels=1\): expected H "
+                                         r"and W that are multiples of the kernel, got 3×4"):
         AvgPool2d(2, in_channels=1)(torch.randn(2, 1, 3, 4))
     with pytest.raises(ValueError, match="at least two pixels"):
         AvgPool2d(1, in_channels=1)
@@ -59,7 +59,8 @@ def test_avgpool_rejects_images_it_does_not_tile() -> None:
 
 @pytest.mark.parametrize(
     ("ours", "theirs"),
-    [(ELU(0.7), nn.ELU(0.7)), (Tanh(), nn.Tanh()), (Sigmoid(), nn.Sigmoid()), (Softplus(1.5), nn.Softplus(1.5))],
+    [(ELU(0.7), nn.ELU(0.7)), (Tanh(), nn.Tanh()), (Sigmoid(), nn.Sigmoid()),
+     (Softplus(1.5), nn.Softplus(1.5))],
 )
 def test_activations_match_torch_and_their_derivative(ours: ffn.Transform, theirs: nn.Module) -> None:
     x = torch.linspace(-6, 6, 241, dtype=torch.float64).reshape(1, -1)
@@ -83,7 +84,8 @@ def test_inverse_outside_the_image_is_a_clear_error(layer: ffn.Transform, outsid
 
 def test_elementwise_affine_is_batch_norm_in_eval_mode() -> None:
     torch.manual_seed(1)
-    for norm, shape in ((nn.BatchNorm1d(4), (4,)), (nn.BatchNorm1d(3), (3, 5)), (nn.BatchNorm2d(3), (3, 2, 4))):
+    norms = ((nn.BatchNorm1d(4), (4,)), (nn.BatchNorm1d(3), (3, 5)), (nn.BatchNorm2d(3), (3, 2, 4)))
+    for norm, shape in norms:
         norm.train()
         for _ in range(3):  # running statistics off their initial values, affine weights of both signs
             norm(torch.randn(16, *shape) * 3 + 1)
@@ -104,13 +106,15 @@ def test_elementwise_affine_is_batch_norm_in_eval_mode() -> None:
 
 @pytest.mark.parametrize(
     ("padding", "size", "stride"),
-    [(1, (5, 5), 1), ((1, 2), (4, 5), 1), ((2, 0, 1, 3), (4, 4), 1), (1, (6, 7), 2), ((0, 1, 1, 0), (5, 5), 2)],
+    [(1, (5, 5), 1), ((1, 2), (4, 5), 1), ((2, 0, 1, 3), (4, 4), 1), (1, (6, 7), 2),
+     ((0, 1, 1, 0), (5, 5), 2)],
 )
-def test_padded_conv_is_zero_padded_torch_conv_with_the_noise_off(padding, size, stride) -> None:  # noqa: ANN001
+def test_padded_conv_is_zero_padded_torch_conv_with_the_noise_off(
+        padding: int | tuple[int, ...], size: tuple[int, int], stride: int) -> None:
     torch.manual_seed(2)
     layer = Conv2d(2, 3, 3, stride, padding=padding, image_size=size).double()
     x = torch.randn(4, 2, *size, dtype=torch.float64)
-    left, right, top, bottom = layer.padding
+    left, _, top, _ = layer.padding
     hp, wp = layer.pad.padded_size(size)
     # F.pad with the fixed border plus the tiling rows/columns Pad adds on the right/bottom
     padded = F.pad(x, (left, wp - size[1] - left, top, hp - size[0] - top))

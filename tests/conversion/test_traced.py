@@ -113,8 +113,35 @@ def test_concatenation_of_a_value_and_a_function_of_it() -> None:
     torch.manual_seed(6)
     net = trained(Concat().double(), (4,))
     flow = ffn.flowify(net, input_shape=(4,))
-    assert [type(p).__name__ for p in flow["cat"]] == ["Repeat", "Branch"]
+    assert [type(p).__name__ for p in flow["cat"]] == ["Repeat", "Parallel"]
     _same_function(net, flow, torch.randn(5, 4, dtype=torch.float64))
+
+
+class TwoBranches(nn.Module):
+    """A projection shortcut a(h) + b(h), a concatenation in the other order with a branch that
+    widens, and one whose both branches transform."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.short, self.main = nn.Linear(3, 4), nn.Linear(3, 4)
+        self.wide = nn.Linear(4, 6)
+        self.left, self.right = nn.Linear(10, 2), nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.short(x) + F.leaky_relu(self.main(x), 0.5)
+        h = torch.cat([torch.tanh(self.wide(h)), h], dim=1)  # (6 + 4,)
+        return torch.cat((self.left(h), torch.sigmoid(self.right(h))), 1)
+
+
+def test_two_transformed_branches_sum_and_concatenate() -> None:
+    torch.manual_seed(11)
+    net = trained(TwoBranches().double(), (3,))
+    flow = ffn.flowify(net, input_shape=(3,))
+    assert [name for name, _ in flow.named_children()] == ["add", "cat", "cat_1"]
+    assert [type(p).__name__ for p in flow["add"]] == ["Repeat", "Parallel", "AddHalves"]
+    _same_function(net, flow, torch.randn(6, 3, dtype=torch.float64))
+    z, contribution = flow(torch.randn(6, 3, dtype=torch.float64))
+    assert z.shape == (6, 5) and torch.isfinite(contribution).all()
 
 
 def test_global_mean_pooling() -> None:
