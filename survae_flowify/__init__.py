@@ -30,6 +30,7 @@ from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, Stan
 from survae_flowify.distributions.mixture import MixtureOfGaussians
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.layers.avgpool import AvgPool2d
+from survae_flowify.layers.parallel import Parallel
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -70,6 +71,7 @@ __all__ = [
     "MixtureOfGaussians",
     "NflowsBijection",
     "Pad",
+    "Parallel",
     "PatchLinear",
     "Permute",
     "Repeat",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -175,3 +176,55 @@ def test_traced_flow_trains_as_a_density_model() -> None:
         loss.backward()
         opt.step()
     assert torch.isfinite(loss) and loss.item() < first
+
+
+class Scale(nn.Module):
+    """A user layer: a learned factor per feature."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.factor = nn.Parameter(torch.linspace(-2.0, 1.5, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class WithScale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.scale = Scale(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.scale(self.fc(x)), 0.5)
+
+
+def test_register_converter_inside_a_traced_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    from survae_flowify.conversion import registry
+
+    monkeypatch.setattr(registry, "_CONVERTERS", dict(registry._CONVERTERS))
+    with pytest.raises(ValueError, match=r"node 'scale.mul' \(operator.mul\).*register_converter"):
+        ffn.flowify(WithScale(), input_shape=(4,))  # traced into: x * self.factor has no converter
+    seen = {}
+
+    def convert(module: Scale, **ctx: object) -> ffn.Transform:
+        seen.update(ctx)
+        return ElementwiseAffine((module.factor.numel(),), scale=module.factor.detach())
+
+    ffn.register_converter(Scale, convert)
+    net = WithScale().double()
+    flow = ffn.flowify(net, input_shape=(4,), rotation="cayley")
+    assert seen == {"keep_weights": True, "input_shape": (4,), "rotation": "cayley"}
+    assert isinstance(flow["scale"], ElementwiseAffine)
+    _same_function(net, flow, torch.randn(5, 4, dtype=torch.float64))
+    check_log_det(flow, torch.randn(3, 4, dtype=torch.float64), atol=1e-8, rtol=1e-8)
+
+
+def test_keep_weights_false_gives_fresh_layers_of_the_traced_sizes() -> None:
+    net = trained(ConvNet().double(), (1, 8, 8))
+    flow = ffn.flowify(net, input_shape=(1, 8, 8), keep_weights=False)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    with ffn.noise_off(), torch.no_grad():
+        assert flow(x)[0].shape == net(x).shape
+    assert not torch.allclose(flow["conv1"].weight, net.conv1.weight, atol=1e-3)
+    assert torch.equal(flow["bn1"].log_scale, torch.zeros(4, dtype=torch.float64))  # a fresh identity
