@@ -203,3 +203,21 @@ def test_flowified_network_is_a_trainable_flow() -> None:
         loss.backward()
         opt.step()
     assert torch.isfinite(loss) and loss < first
+
+
+def test_sequential_with_padding_batch_norm_pooling_and_bounded_activations() -> None:
+    """The nn.Sequential path converts the new layer kinds too, with the shapes measured on the
+    network (pooling declares open sizes, so the Flatten after it learns its shape from them)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.BatchNorm2d(3), nn.Tanh(),  # 6×6 → 3×3
+        nn.Conv2d(3, 3, 3, padding="same"), nn.Dropout(0.2), nn.AvgPool2d(3),  # 3×3 → 1×1
+        nn.Flatten(), nn.Linear(3, 2), nn.Softplus(), nn.Linear(2, 2), nn.Sigmoid(),
+    ).double()
+    net = _trained(net, (1, 6, 6)).eval()
+    flow = flowify(net, input_shape=(1, 6, 6))
+    assert "4" not in dict(flow.named_children())  # Dropout dropped
+    assert flow["6"].shape == (3, 1, 1)
+    x = torch.randn(5, 1, 6, 6, dtype=torch.float64)
+    with ffn.noise_off(), torch.no_grad():
+        torch.testing.assert_close(flow(x)[0], net(x), atol=1e-9, rtol=1e-9)
