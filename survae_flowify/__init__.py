@@ -24,10 +24,13 @@ from survae_flowify.bijections import (
     RqCoupling,
     Squeeze,
 )
+from survae_flowify.bijections.elementwise import ElementwiseAffine
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
+from survae_flowify.layers.avgpool import AvgPool2d
+from survae_flowify.layers.parallel import Parallel
 from survae_flowify.surjections import VAE, Abs, MaxPool2d, Sort, StochasticPermutation, VariationalDequantize
 from survae_flowify.transforms import (
     Augment,
@@ -40,6 +43,7 @@ from survae_flowify.transforms import (
     Slice,
     _nflows_available,
 )
+from survae_flowify.transforms.activations import ELU, Sigmoid, Softplus, Tanh
 
 __version__ = "0.1.0"
 
@@ -49,6 +53,7 @@ __all__ = [
     "AffineCoupling",
     "Augment",
     "AugmentationGap",
+    "AvgPool2d",
     "Bijection",
     "Breakdown",
     "ConditionalNormal",
@@ -56,6 +61,8 @@ __all__ = [
     "Conv2d",
     "Dequantize",
     "DiagonalNormal",
+    "ELU",
+    "ElementwiseAffine",
     "Flatten",
     "Flow",
     "GenerativeSurjection",
@@ -67,6 +74,7 @@ __all__ = [
     "MixtureOfGaussians",
     "NflowsBijection",
     "Pad",
+    "Parallel",
     "PatchLinear",
     "Permute",
     "Repeat",
@@ -76,11 +84,14 @@ __all__ = [
     "RqCoupling",
     "RqSpline",
     "Sequential",
+    "Sigmoid",
     "Slice",
+    "Softplus",
     "Sort",
     "Squeeze",
     "StandardNormal",
     "StochasticPermutation",
+    "Tanh",
     "Transform",
     "Unfold",
     "VAE",

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import survae_flowify as ffn
-from survae_flowify import conversion as flowify_module
 from survae_flowify.conversion import flowify, register_converter
+from survae_flowify.conversion import registry as flowify_module
 from survae_flowify.distributions import ConditionalNormalDensity
 from survae_flowify.layers.conv import Conv2d
 from survae_flowify.layers.linear import IncreasingLinear, ReducingLinear, SquareLinear
@@ -109,13 +109,13 @@ def test_single_layers_and_flowified_layers_pass_through() -> None:
     ("layer", "message"),
     [
         (nn.ReLU(), r"'1' \(ReLU\(\)\): ReLU is not injective; use nn.LeakyReLU\(negative_slope>0\)"),
-        (nn.Tanh(), r"Tanh is a bijection onto .* use ffn.RqSpline"),
-        (nn.Sigmoid(), r"Sigmoid .* ffn.RqSpline"),
-        (nn.MaxPool2d(2), r"MaxPool2d is not injective; use a strided nn.Conv2d"),
-        (nn.Dropout(0.1), r"Dropout .* remove it"),
+        (nn.GELU(), r"'1' \(GELU.*not injective; use nn.LeakyReLU"),
+        (nn.Softmax(1), r"Softmax is not injective"),
         (nn.LeakyReLU(0.0), r"'1' .*negative_slope=0.0 is not injective"),
-        (nn.BatchNorm1d(3), r"no converter for BatchNorm1d; register one"),
-        (nn.Flatten(2), r"start_dim=1, end_dim=-1"),
+        (nn.ELU(-1.0), r"'1' .*alpha=-1.0 is not injective"),
+        (nn.BatchNorm1d(3, track_running_stats=False), r"'1' .*track_running_stats=False"),
+        (nn.Flatten(0), r"start_dim=1, end_dim=-1"),
+        (nn.Bilinear(3, 3, 3), r"no converter for Bilinear; register one"),
     ],
 )
 def test_unsupported_layers_name_the_layer_and_the_alternative(layer: nn.Module, message: str) -> None:
@@ -126,7 +126,7 @@ def test_unsupported_layers_name_the_layer_and_the_alternative(layer: nn.Module,
 def test_nested_paths_and_conv_configuration_errors() -> None:
     with pytest.raises(ValueError, match=r"layer '1.0' \(ReLU\(\)\)"):
         flowify(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU())))
-    for conv, what in [(nn.Conv2d(1, 2, 3, padding=1), "padding"),
+    for conv, what in [(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular"), "padding_mode"),
                        (nn.Conv2d(1, 2, 3, dilation=2), "dilation"),
                        (nn.Conv2d(2, 2, 3, groups=2), "groups")]:
         with pytest.raises(ValueError, match=rf"layer '0' \(Conv2d.*{what}"):
@@ -141,7 +141,8 @@ def test_shape_mismatches_are_reported_with_the_layer() -> None:
     # 5×5 with kernel 3 stride 2 tiles; 6×6 is padded to 7×7, so the flattened size changes.
     net = nn.Sequential(nn.Conv2d(1, 1, 3, 2), nn.Flatten(), nn.Linear(4, 2))
     assert isinstance(flowify(net, input_shape=(1, 5, 5))[2], ffn.Linear)
-    with pytest.raises(ValueError, match=r"layer '2' .*pads the image"):
+    with pytest.raises(ValueError, match=r"layer '0' .*maps \(1, 6, 6\) to \(1, 2, 2\), but its flowified "
+                                         r"Conv2d gives \(1, 3, 3\).*pads the image"):
         flowify(net, input_shape=(1, 6, 6))
     with pytest.raises(ValueError, match="input_shape"):
         flowify(net, input_shape=(1, 0, 5))
@@ -202,3 +203,21 @@ def test_flowified_network_is_a_trainable_flow() -> None:
         loss.backward()
         opt.step()
     assert torch.isfinite(loss) and loss < first
+
+
+def test_sequential_with_padding_batch_norm_pooling_and_bounded_activations() -> None:
+    """The nn.Sequential path converts the new layer kinds too, with the shapes measured on the
+    network (pooling declares open sizes, so the Flatten after it learns its shape from them)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.BatchNorm2d(3), nn.Tanh(),  # 6×6 → 3×3
+        nn.Conv2d(3, 3, 3, padding="same"), nn.Dropout(0.2), nn.AvgPool2d(3),  # 3×3 → 1×1
+        nn.Flatten(), nn.Linear(3, 2), nn.Softplus(), nn.Linear(2, 2), nn.Sigmoid(),
+    ).double()
+    net = _trained(net, (1, 6, 6)).eval()
+    flow = flowify(net, input_shape=(1, 6, 6))
+    assert "4" not in dict(flow.named_children())  # Dropout dropped
+    assert flow["6"].shape == (3, 1, 1)
+    x = torch.randn(5, 1, 6, 6, dtype=torch.float64)
+    with ffn.noise_off(), torch.no_grad():
+        torch.testing.assert_close(flow(x)[0], net(x), atol=1e-9, rtol=1e-9)

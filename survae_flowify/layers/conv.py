@@ -10,7 +10,9 @@ flowification is three transforms, each public:
    every patch.
 
 With :func:`survae_flowify.noise_off` the composite computes exactly
-``F.conv2d(F.pad(x, (0, q, 0, p)), weight, bias, stride)``.
+``F.conv2d(F.pad(x, (l, r + q, t, b + p)), weight, bias, stride)``, where ``(l, r, t, b)`` is the
+fixed border (``padding``, the flowified form of ``nn.Conv2d``'s zero padding) and ``p, q`` the
+rows and columns that make the kernel tile the image.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ from survae_flowify.distributions.conditional import (
 )
 from survae_flowify.distributions.noise import NoiseKind, check_noise
 from survae_flowify.layers.linear import Linear, SvdLinear
-from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride
+from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride, check_padding
 from survae_flowify.layers.rotations import RotationKind
 from survae_flowify.layers.unfold import Unfold
 
 __all__ = [
     "Conv2d",
     "check_plain_conv",
+    "conv_padding",
     "PatchLinear",
     "PatchLinearBijection",
     "PatchLinearGenerative",
@@ -256,13 +259,14 @@ class PatchLinearGenerative(PatchLinear, GenerativeSurjection):
 
 
 class Conv2d(Sequential):
-    r"""Flowified ``nn.Conv2d(in_channels, out_channels, kernel_size, stride)`` (paper §3.2).
+    r"""Flowified ``nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)`` (paper §3.2).
 
     The composite ``pad → unfold → kernel`` of :class:`~survae_flowify.layers.pad.Pad`,
     :class:`~survae_flowify.layers.unfold.Unfold` and :class:`PatchLinear`
     (``C·k² → out_channels``), so ``flow.breakdown`` shows the three parts. Input
-    ``(B, C, H, W)``; output ``(B, out_channels, H', W')`` with ``H' = (H + p − k)/s + 1``, the
-    shape of ``nn.Conv2d(C, out_channels, k, s)`` on the padded input.
+    ``(B, C, H, W)``; output ``(B, out_channels, H', W')`` with ``H' = (t + H + b + p − k)/s + 1``,
+    the shape of ``nn.Conv2d(C, out_channels, k, s)`` on the padded input (``t, b`` the fixed
+    border, ``p`` the tiling rows).
 
     Contribution: the sum of the parts',
     ``V = −log q(u_pad) + ½ Σ_p log N_p − Σ_p log q(w_p) + V_kernel``; exact only when no padding
@@ -272,12 +276,14 @@ class Conv2d(Sequential):
 
     :attr:`weight` ``(out, C, k, k)`` and :attr:`bias` are those of the equivalent ``nn.Conv2d``:
     under :func:`survae_flowify.noise_off` the output equals
-    ``F.conv2d(F.pad(x, (0, q, 0, p)), weight, bias, stride)`` (zero padding).
+    ``F.conv2d(F.pad(x, (l, r + q, t, b + p)), weight, bias, stride)`` (zero padding).
 
-    Keywords: ``noise`` (``"normal"`` or ``"uniform"``, for padding, unfolding and an increasing
-    kernel), ``inverse_density`` of a reducing kernel (``"conditional"`` by default, as in the
-    paper's models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed
-    by the inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
+    Keywords: ``padding`` (the fixed noise border of :class:`~survae_flowify.layers.pad.Pad`: an
+    int, ``(pad_h, pad_w)`` as in ``nn.Conv2d``, or ``(left, right, top, bottom)``), ``noise``
+    (``"normal"`` or ``"uniform"``, for padding, unfolding and an increasing kernel),
+    ``inverse_density`` of a reducing kernel (``"conditional"`` by default, as in the paper's
+    models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed by the
+    inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
     Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` (width of
     the conditional network), ``context_features`` (a reducing kernel's conditional density also
     sees a flow context ``(B, k)``, broadcast over positions as extra channels; see
@@ -291,6 +297,7 @@ class Conv2d(Sequential):
         kernel_size: int,
         stride: int = 1,
         *,
+        padding: int | tuple[int, ...] = 0,
         bias: bool = True,
         noise: NoiseKind = "normal",
         inverse_density: InverseDensityKind = "conditional",
@@ -315,7 +322,9 @@ class Conv2d(Sequential):
         self.kernel_size, self.stride = k, s
         self.in_channels, self.out_channels = in_channels, out_channels
         self.image_size = check_image_size("Conv2d", image_size)
-        self.add_module("pad", Pad(k, s, noise=noise, in_channels=in_channels, image_size=image_size))
+        self.padding = check_padding("Conv2d", padding)
+        self.add_module("pad", Pad(k, s, noise=noise, in_channels=in_channels, image_size=image_size,
+                                   padding=self.padding))
         padded = None if self.image_size is None else self.pad.padded_size(self.image_size)
         self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels, image_size=padded))
         self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
@@ -324,6 +333,8 @@ class Conv2d(Sequential):
 
     def extra_repr(self) -> str:
         out = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if any(self.padding):
+            out += f", padding={self.padding}"
         return out if self.image_size is None else out + f", image_size={self.image_size}"
 
     @property
@@ -355,12 +366,15 @@ class Conv2d(Sequential):
     def from_conv2d(cls, conv: nn.Conv2d, **kwargs: Any) -> Conv2d:
         """A flowified copy of a trained ``nn.Conv2d`` with the same weight and bias.
 
-        Supported: square kernels and strides with ``stride ≤ kernel_size``, no padding, no
-        dilation, one group. ``kwargs`` go to :class:`Conv2d` (``noise``, ``inverse_density``,
-        ``image_size``, ...).
+        Supported: square kernels and strides with ``stride ≤ kernel_size``, zero padding (it
+        becomes the noise border of :class:`~survae_flowify.layers.pad.Pad`, zeros with the noise
+        off; ``"same"`` as ``nn.Conv2d`` splits it), no dilation, one group. ``kwargs`` go to
+        :class:`Conv2d` (``noise``, ``inverse_density``, ``image_size``, ``padding`` to replace
+        the conv's own border, ...).
         """
         check_plain_conv(conv)
         k, s = conv.kernel_size[0], conv.stride[0]
+        kwargs.setdefault("padding", conv_padding(conv))
         layer = cls(conv.in_channels, conv.out_channels, k, s, bias=conv.bias is not None, **kwargs)
         layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
         dense = nn.Linear(conv.in_channels * k * k, conv.out_channels, bias=conv.bias is not None)
@@ -376,14 +390,28 @@ class Conv2d(Sequential):
         return layer
 
 
+def conv_padding(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    """The zero border of ``conv`` as ``(left, right, top, bottom)`` (``"same"`` split as torch
+    splits it: the odd entry goes right/bottom)."""
+    if conv.padding == "valid":
+        return (0, 0, 0, 0)
+    if conv.padding == "same":
+        (th, tw) = (d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True))
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    ph, pw = conv.padding  # type: ignore[misc]
+    return (pw, pw, ph, ph)
+
+
 def check_plain_conv(conv: nn.Module) -> None:
-    """``TypeError``/``ValueError`` unless ``conv`` is an ``nn.Conv2d`` that flowifies (no padding,
-    dilation or groups); shared by :meth:`Conv2d.from_conv2d` and :func:`~survae_flowify.flowify`."""
+    """``TypeError``/``ValueError`` unless ``conv`` is an ``nn.Conv2d`` that flowifies (zero
+    padding, no dilation or groups); shared by :meth:`Conv2d.from_conv2d` and
+    :func:`~survae_flowify.flowify`."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"Conv2d.from_conv2d: expected a torch.nn.Conv2d, got {type(conv).__name__}")
     problems = []
-    if conv.padding == "same" or (conv.padding != "valid" and any(p != 0 for p in conv.padding)):
-        problems.append(f"padding={conv.padding} (use padding=0; Pad adds flowified padding)")
+    if conv.padding_mode != "zeros" and conv.padding != "valid" and any(conv_padding(conv)):
+        problems.append(f"padding_mode={conv.padding_mode!r} (use 'zeros': Pad fills the border "
+                        "with noise that is zeros when the noise is off)")
     if any(d != 1 for d in conv.dilation):
         problems.append(f"dilation={conv.dilation} (use 1)")
     if conv.groups != 1:

@@ -2,7 +2,9 @@ r"""Flowified padding: the first step of a flowified convolution (paper §3.2).
 
 A kernel of size ``k`` moved with stride ``s`` tiles an image of height ``H`` only when
 ``(H − k) % s == 0``. :class:`Pad` appends the fewest rows ``p ≥ 0`` (and columns ``q ≥ 0``) that
-make it so, filled with noise of learned scale, so that no pixel is lost by the convolution.
+make it so, filled with noise of learned scale, so that no pixel is lost by the convolution. It
+also adds a fixed border on every side (``padding``), the flowified form of ``nn.Conv2d``'s zero
+padding: with the noise off the border is zeros.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from survae_flowify import _checks
 from survae_flowify.algebra.transform import GenerativeSurjection, Shape
 from survae_flowify.distributions.noise import Noise, NoiseKind, check_noise
 
-__all__ = ["Pad", "check_channels", "check_image_size", "check_kernel_stride", "padded_size"]
+__all__ = ["Pad", "check_channels", "check_image_size", "check_kernel_stride", "check_padding", "padded_size"]
+
+Padding = tuple[int, int, int, int]
+"""``(left, right, top, bottom)``, the order of ``torch.nn.functional.pad``."""
 
 
 def check_kernel_stride(layer: str, kernel_size: object, stride: object) -> tuple[int, int]:
@@ -49,33 +54,56 @@ def check_image_size(layer: str, image_size: object) -> tuple[int, int] | None:
     return hw  # type: ignore[return-value]
 
 
+def check_padding(layer: str, padding: object) -> Padding:
+    """A fixed border as ``(left, right, top, bottom)`` of non-negative ints.
+
+    ``padding`` is an int (every side), ``(pad_h, pad_w)`` (``nn.Conv2d``'s convention: ``pad_h``
+    rows on top and bottom, ``pad_w`` columns left and right) or ``(left, right, top, bottom)``
+    (``F.pad``'s order).
+    """
+    expected = "an int >= 0, (pad_h, pad_w) or (left, right, top, bottom) of ints >= 0"
+    sides = (padding,) * 4 if isinstance(padding, int) and not isinstance(padding, bool) else padding
+    if isinstance(sides, (tuple, list)) and len(sides) == 2:
+        sides = (sides[1], sides[1], sides[0], sides[0])
+    if not isinstance(sides, (tuple, list)) or len(sides) != 4:
+        raise ValueError(f"{layer}: padding must be {expected}, got {padding!r}")
+    for value in sides:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{layer}: padding must be {expected}, got {padding!r}")
+    return tuple(sides)  # type: ignore[return-value]
+
+
 def check_channels(layer: str, in_channels: object) -> int | None:
     """``None`` (any number of channels) or a positive int."""
     return None if in_channels is None else _checks.positive_int(layer, "in_channels", in_channels)
 
 
 class Pad(GenerativeSurjection):
-    r"""Pad right and bottom with noise so that a ``kernel_size``/``stride`` kernel tiles the image.
+    r"""Pad with noise: a fixed border on every side, then right/bottom so that the kernel tiles.
 
-    Forward, ``x`` of shape ``(B, C, H, W)``:
-    ``z = [[x, u_r], [u_b]]`` of shape ``(B, C, H + p, W + q)``, where ``p`` is the smallest
-    ``p ≥ 0`` with ``(H + p − k) % s == 0`` (likewise ``q`` for ``W``) and the ``n = C((H+p)(W+q) − HW)``
-    new entries ``u = (u_r, u_b)`` are drawn from ``q(u)``: ``N(0, σ² I)`` (``noise="normal"``, the
-    default, appendix B) or ``U(−σ, σ)^n`` (``"uniform"``), ``σ`` learned.
+    Forward, ``x`` of shape ``(B, C, H, W)``, ``padding = (l, r, t, b)``: the image is placed at
+    rows ``t … t+H−1`` and columns ``l … l+W−1`` of a ``(B, C, H'', W'')`` map with
+    ``H'' = t + H + b + p`` and ``W'' = l + W + r + q``, where ``p`` is the smallest ``p ≥ 0`` with
+    ``(t + H + b + p − k) % s == 0`` (likewise ``q``). The ``n = C(H''W'' − HW)`` new entries ``u``
+    are drawn from ``q(u)``: ``N(0, σ² I)`` (``noise="normal"``, the default, appendix B) or
+    ``U(−σ, σ)^n`` (``"uniform"``), ``σ`` learned.
 
     Contribution: ``V = −log q(u)`` (the embedding ``x ↦ (x, 0)`` preserves volume); under
-    :func:`survae_flowify.noise_off` the padding is zeros and ``V = 0``.
-    Inverse: crop back to ``H × W``.
+    :func:`survae_flowify.noise_off` the padding is zeros and ``V = 0``, so ``Pad(k, s,
+    padding=P)`` then computes ``F.pad(x, (P, P + q, P, P + p))``, the zero padding of
+    ``nn.Conv2d(..., padding=P)``. Inverse: crop back to ``H × W``.
 
     Example: MNIST ``28 × 28`` with ``k = 3, s = 2`` is padded to ``29 × 29`` (output ``14 × 14``);
     CIFAR ``32 → 33`` (``16``); ``7 × 7`` needs no padding (output ``3 × 3``). When no padding is
     needed the layer is the identity with ``V = 0``; :attr:`exact` says so when it always is
-    (``stride = 1``, or an ``image_size`` that needs no padding).
+    (no fixed border, and ``stride = 1`` or an ``image_size`` that needs no padding).
 
-    The padded size does not determine ``H`` when ``s > 1`` (``s`` input sizes pad to the same
-    size), so the inverse needs ``image_size=(H, W)``; without it the forward accepts any size and
-    the inverse raises an error. ``in_channels`` (optional) makes the input check stricter.
-    Images smaller than the kernel are rejected.
+    ``padding``: an int (every side), ``(pad_h, pad_w)`` as in ``nn.Conv2d``, or ``(left, right,
+    top, bottom)`` as in ``F.pad``; default 0. The padded size does not determine ``H`` when
+    ``s > 1`` (``s`` input sizes pad to the same size), so the inverse then needs
+    ``image_size=(H, W)``; without it the forward accepts any size and the inverse raises an
+    error. ``in_channels`` (optional) makes the input check stricter. Images smaller than the
+    kernel (after the fixed border) are rejected.
     """
 
     def __init__(
@@ -86,12 +114,14 @@ class Pad(GenerativeSurjection):
         noise: NoiseKind = "normal",
         in_channels: int | None = None,
         image_size: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, ...] = 0,
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.kernel_size, self.stride = check_kernel_stride("Pad", kernel_size, stride)
         self.in_channels = check_channels("Pad", in_channels)
         self.image_size = check_image_size("Pad", image_size)
+        self.padding = check_padding("Pad", padding)
         self.kind = check_noise("Pad", noise)
         init_scale = _checks.positive_float("Pad", "init_scale", init_scale)
         if self.image_size is not None:
@@ -102,6 +132,8 @@ class Pad(GenerativeSurjection):
 
     def extra_repr(self) -> str:
         out = f"kernel_size={self.kernel_size}, stride={self.stride}, noise={self.kind!r}"
+        if any(self.padding):
+            out += f", padding={self.padding}"
         if self.in_channels is not None:
             out += f", in_channels={self.in_channels}"
         if self.image_size is not None:
@@ -110,7 +142,10 @@ class Pad(GenerativeSurjection):
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
-        """True when no input is ever padded: ``stride == 1``, or ``image_size`` needs no padding."""
+        """True when no input is ever padded: no fixed border, and ``stride == 1`` or an
+        ``image_size`` that needs no padding."""
+        if any(self.padding):
+            return False
         if self.image_size is not None:
             return self.padded_size(self.image_size) == self.image_size
         return self.stride == 1
@@ -131,16 +166,19 @@ class Pad(GenerativeSurjection):
         return (self.in_channels, *self.padded_size(self.image_size))
 
     def padded_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """``(H + p, W + q)`` for an input of size ``(H, W)``."""
+        """``(H'', W'')`` for an input of size ``(H, W)``: the fixed border, then the tiling rows."""
         h, w = image_size
         self._check_size(h, w)
-        return padded_size(h, self.kernel_size, self.stride), padded_size(w, self.kernel_size, self.stride)
+        left, right, top, bottom = self.padding
+        k, s = self.kernel_size, self.stride
+        return padded_size(top + h + bottom, k, s), padded_size(left + w + right, k, s)
 
     def _check_size(self, h: int, w: int) -> None:
-        if h < self.kernel_size or w < self.kernel_size:
+        left, right, top, bottom = self.padding
+        if top + h + bottom < self.kernel_size or left + w + right < self.kernel_size:
             raise ValueError(
                 f"Pad({self.extra_repr()}): expected an image at least {self.kernel_size}×"
-                f"{self.kernel_size} (the kernel size), got {h}×{w}"
+                f"{self.kernel_size} (the kernel size) after the fixed border, got {h}×{w}"
             )
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,20 +186,27 @@ class Pad(GenerativeSurjection):
         hp, wp = self.padded_size((h, w))
         if (hp, wp) == (h, w):
             return x, x.new_zeros(b)
-        n_right, n_bottom = c * h * (wp - w), c * (hp - h) * wp
-        u, log_q = self.noise.sample((b, n_right + n_bottom), x)
-        right = u[:, :n_right].reshape(b, c, h, wp - w)
-        bottom = u[:, n_right:].reshape(b, c, hp - h, wp)
-        return torch.cat([torch.cat([x, right], dim=3), bottom], dim=2), -log_q
+        left, _, top, _ = self.padding
+        right, bottom = wp - w - left, hp - h - top  # the fixed border plus the tiling rows
+        # One noise draw for the whole border, cut into its four strips: right and bottom first,
+        # so that a layer without a fixed border draws as it always did.
+        sizes = [c * h * right, c * (hp - h - top) * wp, c * top * wp, c * h * left]
+        u, log_q = self.noise.sample((b, sum(sizes)), x)
+        u_right, u_bottom, u_top, u_left = u.split(sizes, dim=1)
+        middle = torch.cat([u_left.reshape(b, c, h, left), x, u_right.reshape(b, c, h, right)], dim=3)
+        strips = [u_top.reshape(b, c, top, wp), middle, u_bottom.reshape(b, c, bottom, wp)]
+        return torch.cat(strips, dim=2), -log_q
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        left, right, top, bottom = self.padding
         if self.image_size is not None:
             h, w = self.image_size
-            return z[:, :, :h, :w]
-        if self.exact:
-            return z
-        raise ValueError(
-            f"Pad({self.extra_repr()}): cannot invert without the input size: with stride "
-            f"{self.stride}, {self.stride} input heights pad to the same height {z.shape[2]}; construct "
-            "it with image_size=(H, W)"
-        )
+        elif self.stride == 1:  # no tiling rows: the fixed border alone
+            h, w = z.shape[2] - top - bottom, z.shape[3] - left - right
+        else:
+            raise ValueError(
+                f"Pad({self.extra_repr()}): cannot invert without the input size: with stride "
+                f"{self.stride}, {self.stride} input heights pad to the same height {z.shape[2]}; "
+                "construct it with image_size=(H, W)"
+            )
+        return z[:, :, top:top + h, left:left + w]

@@ -240,8 +240,7 @@ def test_from_conv2d_in_float64() -> None:
 
 @pytest.mark.parametrize(
     ("conv", "message"),
-    [(nn.Conv2d(1, 2, 3, padding=1), r"padding=\(1, 1\)"),
-     (nn.Conv2d(1, 2, 3, padding="same"), r"padding=same"),
+    [(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), r"padding_mode='reflect'"),
      (nn.Conv2d(1, 2, 3, dilation=2), r"dilation=\(2, 2\)"),
      (nn.Conv2d(2, 2, 3, groups=2), r"groups=2"),
      (nn.Conv2d(1, 2, (3, 2)), r"kernel_size=\(3, 2\) \(must be square\)"),
