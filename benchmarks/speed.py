@@ -317,13 +317,13 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
     return rows
 
 
-def compare_spline_kernels_in_fmlp(images: torch.Tensor, args: argparse.Namespace,
-                                   sync: Callable[[], None]) -> list[Row]:
-    """FMLP-MNIST (the paper's, conditional inverse densities) train step and eval ``log_prob``
-    with the fast spline kernel and with the old one, and the plain twin, interleaved."""
-    flow = flowified("fmlp").to(args.device)
+def compare_spline_kernels(label: str, name: str, plain: nn.Module, images: torch.Tensor,
+                           args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
+    """A paper model's (conditional inverse densities) train step and eval ``log_prob`` with the
+    fast spline kernel and with the old one, and the plain twin, interleaved."""
+    flow = flowified(name).to(args.device)
     perturb_parameters(flow, scale=0.3, seed=0)  # splines off their identity start
-    plain = plain_mlp().to(args.device)
+    plain = plain.to(args.device)
     flat = images.float() / LEVELS
     new_step = train_step(flow, lambda: -flow.log_prob(images).mean())
     flow.train()
@@ -332,8 +332,8 @@ def compare_spline_kernels_in_fmlp(images: torch.Tensor, args: argparse.Namespac
          "plain": train_step(plain, lambda: plain(flat).pow(2).mean())},
         repeats=args.repeats, warmup=args.warmup, sync=sync,
     )
-    rows = [Row("FMLP-MNIST train step: fast spline", t["new"], "plain net", t["plain"]),
-            Row("FMLP-MNIST train step: old spline", t["old"], "plain net", t["plain"])]
+    rows = [Row(f"{label} train step: fast spline", t["new"], "plain net", t["plain"]),
+            Row(f"{label} train step: old spline", t["old"], "plain net", t["plain"])]
     flow.eval()
 
     @torch.no_grad()
@@ -346,8 +346,8 @@ def compare_spline_kernels_in_fmlp(images: torch.Tensor, args: argparse.Namespac
 
     t = interleaved({"new": flow_eval, "old": with_baseline_kernel(flow_eval, flow), "plain": plain_eval},
                     repeats=args.repeats, warmup=args.warmup, sync=sync)
-    rows += [Row("FMLP-MNIST eval log_prob: fast spline", t["new"], "plain forward", t["plain"]),
-             Row("FMLP-MNIST eval log_prob: old spline", t["old"], "plain forward", t["plain"])]
+    rows += [Row(f"{label} eval log_prob: fast spline", t["new"], "plain forward", t["plain"]),
+             Row(f"{label} eval log_prob: old spline", t["old"], "plain forward", t["plain"])]
     return rows
 
 
@@ -587,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("≤ 3", "≤ 2"), inverse_density="normal", parametrization="gram")
     rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     rows += compare_spline(args, sync)
-    rows += compare_spline_kernels_in_fmlp(images, args, sync)
+    rows += compare_spline_kernels("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync)
+    rows += compare_spline_kernels("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync)
     rows += compare_coupling(args, sync)
     rows += compare_nsf(images, args, sync)
     print(table(rows))
