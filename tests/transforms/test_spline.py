@@ -85,7 +85,8 @@ def test_kernel_gradients_match_nflows(inverse: bool, closed_form: bool) -> None
     of both outputs, equal nflows' (float64): the hand-written backward and autograd's."""
     bound = 2.0
     gen = torch.Generator().manual_seed(5)
-    x0 = _inputs(bound, torch.float64).reshape(5, -1)
+    knots = rq_tables(*_params(10, torch.float64, seed=2), tail_bound=bound, inverse=inverse).knots
+    x0 = _inputs(bound, torch.float64, knots).reshape(4, -1)  # also exactly at every knot
     weights = torch.randn(2, *x0.shape, generator=gen, dtype=torch.float64)
     grads = []
     for fn in (
