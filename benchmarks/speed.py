@@ -10,7 +10,10 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   (conditional inverse densities), and with standard-normal inverse densities both with
   Householder rotations and with the rotation-free ``parametrization="gram"``;
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
-* the RqSpline activation on a (128, 512) batch: fast kernel vs nflows' function vs LeakyReLU;
+* the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
+  parameters): the fast kernel vs the old one (``benchmarks/_baseline_rq.py``, swapped in for
+  the same layer) vs nflows' function vs LeakyReLU; and the FMLP-MNIST train step and eval
+  ``log_prob`` with the fast and with the old spline kernel, against the plain twin;
 * ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
   392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
   with the same mask, bins, tails and network (nflows' ``MLP``), forward and forward+backward;
@@ -56,7 +59,7 @@ FMLP_WIDTHS = [512, 256, 128, 64, 32, 8]  # appendix figure 8
 FCONV1_CONVS = [(16, 3, 2), (24, 2, 2), (32, 3, 2), (48, 2, 1), (64, 2, 1)]
 FCONV1_WIDTHS = [64] * 6 + [32] * 7 + [8]
 LEAKY_SLOPE = 0.5
-SPLINE_SHAPE = (128, 512)
+SPLINE_SHAPE = (256, 512)  # FMLP-MNIST's widest activation
 COUPLING_FEATURES, COUPLING_HIDDEN, COUPLING_BINS = 784, (256, 256), 8  # an MNIST-sized coupling
 LEARNING_RATE = 5e-4  # appendix F
 
@@ -228,8 +231,62 @@ def elementwise_runners(
     return forward, backward
 
 
+class _BaselineKernel:
+    """While active, ``RqSpline(backend="fast")`` runs the kernel as it was before its
+    closed-form backward (``benchmarks/_baseline_rq.py``): the old code path, timed in the same
+    run as the new one. Each spline of ``model`` keeps one eval-mode table cache per kernel
+    (the two kernels' tables differ), swapped in and out here."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.splines = [m for m in model.modules() if isinstance(m, ffn.RqSpline)]
+        self.caches: dict[int, dict] = {}
+
+    def _swap_caches(self) -> None:
+        for m in self.splines:
+            mine = self.caches.pop(id(m), {})
+            self.caches[id(m)] = m.__dict__.pop("_derived_cache", {})
+            m.__dict__["_derived_cache"] = mine
+
+    def __enter__(self) -> None:
+        from survae_flowify.transforms import spline
+
+        here = str(Path(__file__).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        import _baseline_rq
+
+        self._saved = spline.rq_tables, spline.rq_apply
+        spline.rq_tables = _baseline_rq.rq_tables
+        spline.rq_apply = _baseline_apply
+        self._swap_caches()
+
+    def __exit__(self, *exc: object) -> None:
+        from survae_flowify.transforms import spline
+
+        spline.rq_tables, spline.rq_apply = self._saved
+        self._swap_caches()
+
+
+def _baseline_apply(inputs: torch.Tensor, tables: object, *, closed_form: bool = True) -> object:
+    import _baseline_rq
+
+    return _baseline_rq.rq_apply(inputs, tables)
+
+
+def with_baseline_kernel(fn: Callable[[], object], model: nn.Module) -> Callable[[], None]:
+    """``fn`` (which runs ``model``) called with the old spline kernel swapped in."""
+    kernel = _BaselineKernel(model)
+
+    def run() -> None:
+        with kernel:
+            fn()
+    return run
+
+
 def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
-    """Layers with input validation off, so the kernels themselves are timed."""
+    """Layers with input validation off, so the kernels themselves are timed: the fast kernel
+    against the old one (same layer, same parameters, interleaved), nflows' and LeakyReLU. The
+    backward differentiates the input and the spline's parameters."""
     gen = torch.Generator().manual_seed(0)
     x = (1.5 * torch.randn(SPLINE_SHAPE, generator=gen)).to(args.device)
     layers = {
@@ -250,11 +307,47 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
     repeats = max(3, args.repeats // 2) if args.quick else args.repeats
     with ffn.validation(False):
         for what, make in (("forward", forward), ("fwd+bwd", backward)):
-            t = interleaved({k: make(v) for k, v in layers.items()}, repeats=repeats,
-                            warmup=args.warmup, sync=sync)
+            contenders = {k: make(v) for k, v in layers.items()}
+            contenders["old"] = with_baseline_kernel(make(layers["fast"]), layers["fast"])
+            t = interleaved(contenders, repeats=repeats, warmup=args.warmup, sync=sync)
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "LeakyReLU", t["leaky"]))
-            rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "LeakyReLU", t["leaky"]))
+            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "old kernel", t["old"]))
+            rows.append(Row(f"RqSpline {shape} {what}: old kernel", t["old"], "LeakyReLU", t["leaky"]))
             rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "fast spline", t["fast"]))
+    return rows
+
+
+def compare_spline_kernels(label: str, name: str, plain: nn.Module, images: torch.Tensor,
+                           args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
+    """A paper model's (conditional inverse densities) train step and eval ``log_prob`` with the
+    fast spline kernel and with the old one, and the plain twin, interleaved."""
+    flow = flowified(name).to(args.device)
+    perturb_parameters(flow, scale=0.3, seed=0)  # splines off their identity start
+    plain = plain.to(args.device)
+    flat = images.float() / LEVELS
+    new_step = train_step(flow, lambda: -flow.log_prob(images).mean())
+    flow.train()
+    t = interleaved(
+        {"new": new_step, "old": with_baseline_kernel(new_step, flow),
+         "plain": train_step(plain, lambda: plain(flat).pow(2).mean())},
+        repeats=args.repeats, warmup=args.warmup, sync=sync,
+    )
+    rows = [Row(f"{label} train step: fast spline", t["new"], "plain net", t["plain"]),
+            Row(f"{label} train step: old spline", t["old"], "plain net", t["plain"])]
+    flow.eval()
+
+    @torch.no_grad()
+    def flow_eval() -> None:
+        flow.log_prob(images)
+
+    @torch.no_grad()
+    def plain_eval() -> None:
+        plain(flat)
+
+    t = interleaved({"new": flow_eval, "old": with_baseline_kernel(flow_eval, flow), "plain": plain_eval},
+                    repeats=args.repeats, warmup=args.warmup, sync=sync)
+    rows += [Row(f"{label} eval log_prob: fast spline", t["new"], "plain forward", t["plain"]),
+             Row(f"{label} eval log_prob: old spline", t["old"], "plain forward", t["plain"])]
     return rows
 
 
@@ -494,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("≤ 3", "≤ 2"), inverse_density="normal", parametrization="gram")
     rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     rows += compare_spline(args, sync)
+    rows += compare_spline_kernels("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync)
+    rows += compare_spline_kernels("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync)
     rows += compare_coupling(args, sync)
     rows += compare_nsf(images, args, sync)
     print(table(rows))

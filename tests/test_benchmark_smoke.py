@@ -20,8 +20,9 @@ def test_speed_benchmark_quick_mode_prints_the_table() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for row in ("FMLP-MNIST train step", "FMLP-MNIST eval log_prob", "FCONV1-MNIST train step",
-                "FCONV1-MNIST eval log_prob", "RqSpline 128×512 forward: fast",
-                "RqSpline 128×512 fwd+bwd: nflows", "graph breaks, FMLP log_prob (train, input checks off)"):
+                "FCONV1-MNIST eval log_prob", "RqSpline 256×512 forward: fast",
+                "RqSpline 256×512 fwd+bwd: nflows", "FMLP-MNIST train step: old spline",
+                "graph breaks, FMLP log_prob (train, input checks off)"):
         assert row in out, out
     spline_rows = [line for line in out.splitlines() if line.startswith("RqSpline")]
-    assert len(spline_rows) == 6 and all(line.rstrip().endswith("×") for line in spline_rows), out
+    assert len(spline_rows) == 8 and all(line.rstrip().endswith("×") for line in spline_rows), out

@@ -23,8 +23,8 @@ from survae_flowify.transforms._rq_kernel import (
 
 __all__ = ["RqSpline"]
 
-Backend = Literal["fast", "nflows"]
-_BACKENDS = ("fast", "nflows")
+Backend = Literal["fast", "autograd", "nflows"]
+_BACKENDS = ("fast", "autograd", "nflows")
 
 
 class RqSpline(ParameterCache, Bijection):
@@ -49,10 +49,13 @@ class RqSpline(ParameterCache, Bijection):
     identity.
 
     ``backend="fast"`` (default) evaluates the function with the shared-knot kernel of
-    :mod:`survae_flowify.transforms._rq_kernel`: ``O(K)`` work per call plus a gather and a
-    dozen fused elementwise operations per entry, free of graph breaks under ``torch.compile``.
+    :mod:`survae_flowify.transforms._rq_kernel`: ``O(K)`` work per call plus a grid lookup, one
+    gather and a few dozen fused elementwise operations per entry, and a hand-written backward
+    (first derivatives only: a second derivative raises an error), free of graph breaks under
+    ``torch.compile``. ``backend="autograd"`` evaluates the same formulas and lets autograd
+    differentiate them (any order; slower, and it keeps more per entry for the backward).
     ``backend="nflows"`` calls nflows' ``unconstrained_rational_quadratic_spline`` with the
-    parameters expanded to every entry (the paper's code; 15–40× slower on a CPU), for comparison. Both
+    parameters expanded to every entry (the paper's code; 15–40× slower on a CPU), for comparison. All
     compute the same function to float precision. In eval mode without gradients (``torch.no_grad``
     or frozen parameters) the fast backend reuses its parameter-only tables while the parameters
     and ``tail_bound`` are unchanged (:mod:`survae_flowify._cache`).
@@ -106,7 +109,7 @@ class RqSpline(ParameterCache, Bijection):
     def _spline(self, x: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         if self.backend == "nflows":
             return self._nflows(x, inverse=inverse)
-        return rq_apply(x, self._tables(x, inverse=inverse))
+        return rq_apply(x, self._tables(x, inverse=inverse), closed_form=self.backend == "fast")
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z, log_d = self._spline(x, inverse=False)

@@ -78,17 +78,19 @@ def test_kernel_float32_is_as_accurate_as_nflows(inverse: bool) -> None:
         assert err < 1e-3
 
 
-@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
-def test_kernel_gradients_match_nflows(inverse: bool) -> None:
+@pytest.mark.parametrize(("inverse", "closed_form"), [(False, True), (False, False), (True, True)],
+                         ids=["forward-closed-form", "forward-autograd", "inverse"])
+def test_kernel_gradients_match_nflows(inverse: bool, closed_form: bool) -> None:
     """Gradients w.r.t. inputs and all three parameter vectors, of a random linear functional
-    of both outputs, equal nflows' (float64)."""
+    of both outputs, equal nflows' (float64): the hand-written backward and autograd's."""
     bound = 2.0
     gen = torch.Generator().manual_seed(5)
-    x0 = _inputs(bound, torch.float64).reshape(5, -1)
+    knots = rq_tables(*_params(10, torch.float64, seed=2), tail_bound=bound, inverse=inverse).knots
+    x0 = _inputs(bound, torch.float64, knots).reshape(4, -1)  # also exactly at every knot
     weights = torch.randn(2, *x0.shape, generator=gen, dtype=torch.float64)
     grads = []
     for fn in (
-        lambda x, p: rq_spline(x, *p, inverse=inverse, tail_bound=bound),
+        lambda x, p: rq_spline(x, *p, inverse=inverse, tail_bound=bound, closed_form=closed_form),
         lambda x, p: _nflows(x, p, inverse=inverse, bound=bound),
     ):
         x = x0.clone().requires_grad_()

@@ -1,0 +1,108 @@
+"""The shared-knot spline's hand-written backward (``_rq_kernel._SharedSpline``): against
+finite differences (gradcheck), nflows' autograd on inputs spanning several CPU chunks, and its
+refusal of second derivatives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+
+import survae_flowify as ffn
+from survae_flowify.testing import perturb_parameters
+from survae_flowify.transforms import _rq_kernel
+from survae_flowify.transforms._rq_kernel import _SharedSpline, rq_spline, rq_tables
+
+
+def _params(num_bins: int, *, seed: int, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    sizes = (num_bins, num_bins, num_bins - 1)
+    return [(1.5 * torch.randn(n, generator=gen, dtype=torch.float64)).to(dtype) for n in sizes]
+
+
+def _inputs(n: int, bound: float, *, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Uniform on ``[−1.3B, 1.3B]``: about a quarter of the entries in the tails."""
+    gen = torch.Generator().manual_seed(seed)
+    return ((torch.rand(n, generator=gen, dtype=torch.float64) * 2.6 - 1.3) * bound).to(dtype)
+
+
+@pytest.mark.parametrize(("num_bins", "bound"), [(6, 2.0), (1, 1.0), (11, 0.7)])
+def test_closed_form_backward_passes_gradcheck_in_every_table_entry(num_bins: int, bound: float) -> None:
+    """Finite differences of both outputs w.r.t. the inputs and each of the six per-bin
+    quantities of the table (``x_k, 1/w_k, y_k, h_k, d_k, d_{k+1}``) directly, where no
+    autograd graph of the ``O(K)`` table could hide a wrong row."""
+    params = _params(num_bins, seed=num_bins)
+    tables = rq_tables(*params, tail_bound=bound, inverse=False)
+    x = _inputs(60, bound, seed=1).requires_grad_()
+    table = tables.coefficients.detach().clone().requires_grad_()
+
+    def f(x: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _SharedSpline.apply(x, table, tables)
+
+    assert torch.autograd.gradcheck(f, (x, table), atol=1e-8, rtol=1e-6)
+
+
+def test_table_gradient_is_not_trivially_zero() -> None:
+    """The gradcheck above sees real work: every interior bin's six entries get a gradient."""
+    params = _params(6, seed=2)
+    tables = rq_tables(*params, tail_bound=2.0, inverse=False)
+    x = torch.linspace(-1.99, 1.99, 400, dtype=torch.float64)
+    table = tables.coefficients.detach().clone().requires_grad_()
+    out, log_det = _SharedSpline.apply(x, table, tables)
+    (out.sum() + log_det.sum()).backward()
+    assert (table.grad[:, 1:-1].abs() > 1e-6).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_many_chunks_match_nflows(dtype: torch.dtype) -> None:
+    """An input of a few CPU chunks plus a ragged end: values and gradients w.r.t. the input
+    and all parameters equal nflows' (each chunk finds its own bins and recomputes its terms in
+    the backward; a mix-up between chunks would show here)."""
+    chunk = _rq_kernel._CHUNK_BYTES // torch.empty((), dtype=dtype).element_size()
+    n = 3 * chunk + 17
+    x0 = _inputs(n, 2.0, seed=3, dtype=dtype)
+    gen = torch.Generator().manual_seed(4)
+    weights = torch.randn(2, n, generator=gen, dtype=torch.float64).to(dtype)
+    results = []
+    for ours in (True, False):
+        x = x0.clone().requires_grad_()
+        params = [p.requires_grad_() for p in _params(10, seed=5, dtype=dtype)]
+        if ours:
+            y, log_d = rq_spline(x, *params, tail_bound=2.0)
+        else:
+            shape = (n, -1)
+            y, log_d = unconstrained_rational_quadratic_spline(
+                x, *(p.expand(shape) for p in params), tails="linear", tail_bound=2.0)
+        ((weights[0] * y).sum() + (weights[1] * log_d).sum()).backward()
+        results.append([y, log_d, x.grad, *(p.grad for p in params)])
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+
+
+def test_second_derivative_is_refused_with_the_way_out() -> None:
+    layer = perturb_parameters(ffn.RqSpline().double(), scale=1.0, seed=0)
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    z, contribution = layer(x)
+    (grad,) = torch.autograd.grad(contribution.sum() + z.sum(), x, create_graph=False)
+    assert grad.abs().sum() > 0  # first derivatives work
+    z, contribution = layer(x)
+    with pytest.raises(RuntimeError, match=r"RqSpline.*backend='autograd'"):
+        torch.autograd.grad(contribution.sum(), x, create_graph=True)
+
+
+def test_autograd_backend_has_second_derivatives() -> None:
+    """``backend="autograd"``: the same function, differentiable twice (gradgradcheck), and
+    equal to the fast backend."""
+    fast = perturb_parameters(ffn.RqSpline(num_bins=5).double(), scale=1.0, seed=1)
+    slow = ffn.RqSpline(num_bins=5, backend="autograd").double()
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1.5
+    for a, b in zip(fast(x), slow(x), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    x.requires_grad_()
+
+    def f(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return slow(x)
+
+    assert torch.autograd.gradgradcheck(f, (x,))
