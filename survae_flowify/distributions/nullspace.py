@@ -76,13 +76,11 @@ class NullSpaceNormal(nn.Module):
         loc, raw = out[:, : self.features], out[:, self.features]
         return loc, _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)
 
-    def log_prob(self, x: Tensor, xq: Tensor, q: Tensor, kept: Tensor,
-                 context: Tensor | None = None) -> Tensor:
-        """``log p(P⊥ x | c)``, shape ``(B,)``, for ``x`` (``(B, n)``) with ``xq = x Q`` (``(B, r)``,
-        which the layer has computed anyway) and ``Q`` (``(n, r)``)."""
+    def log_prob(self, x: Tensor, q: Tensor, kept: Tensor, context: Tensor | None = None) -> Tensor:
+        """``log p(P⊥ x | c)``, shape ``(B,)``, for ``x`` (``(B, n)``) and ``Q`` (``(n, r)``)."""
         loc, log_scale = self.params(kept, context)
         d = x - loc
-        residual_sq = (d.square().sum(1) - (xq - loc @ q).square().sum(1)).clamp_min(0)
+        residual_sq = (d.square().sum(1) - (d @ q).square().sum(1)).clamp_min(0)
         m = self.dropped_features
         return -0.5 * residual_sq * torch.exp(-2 * log_scale) - m * (log_scale + _HALF_LOG_2PI)
 

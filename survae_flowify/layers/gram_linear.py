@@ -145,11 +145,13 @@ class GramReducingLinear(GramLinear, InferenceSurjection):
     def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_context(self, context, self.context_features, x.shape[0])
         stacked, log_det = self._mats(x.dtype)
+        if self.null_density is not None:
+            # z first (μ depends on it), then Qᵀ(x − μ): two products of the size of W's.
+            z = x @ stacked[: self.out_features].T + self._b(x)
+            q = stacked[self.out_features:].T
+            return z, log_det + self.null_density.log_prob(x, q, z, context)
         both = x @ stacked.T
         z, xq = both[:, : self.out_features] + self._b(x), both[:, self.out_features:]
-        if self.null_density is not None:
-            q = stacked[self.out_features:].T
-            return z, log_det + self.null_density.log_prob(x, xq, q, z, context)
         drop_sq = (x.square().sum(1) - xq.square().sum(1)).clamp_min(0)
         m = self.in_features - self.out_features
         return z, log_det - 0.5 * drop_sq - m * _HALF_LOG_2PI
