@@ -19,7 +19,17 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   library used before, nflows' ``PiecewiseRationalQuadraticCouplingTransform`` with
   ``ReversePermutation`` between (same couplings, bins, bound and hidden widths) wrapped as
   ``NflowsBijection``; ``--nsf-repeats`` rounds (default 5: one nflows step takes seconds);
-* the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
+* the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``;
+* ``compile`` (only when asked: ``--only compile``): the FMLP-MNIST training step with the loss
+  module under ``torch.compile`` (as ``TrainConfig(compile=True)``) against eager, the first
+  (compiling) call reported apart;
+* ``memory``: the peak of live torch tensors during one FMLP-MNIST training step, SVD and Gram,
+  against the plain twin's (the torch profiler's memory timeline on a CPU,
+  ``torch.cuda.max_memory_allocated`` on a GPU), and what the step allocates on top of the
+  parameters and Adam's moments.
+
+``--only fmlp,memory`` picks row groups (see ``GROUPS``); ``--sweep 64,256,1024`` runs the chosen
+groups (default ``fmlp``) at each batch size and each of ``--sweep-threads`` (default ``1,2``).
 
 Timings are wall-clock with the device synchronised around every call. ``--profile`` adds a
 ``torch.profiler`` table of one FMLP training step. On a small or shared CPU pass
@@ -583,8 +593,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="smoke run: batch 16, 3 rounds, 1 warm-up (numbers are not meaningful)")
     parser.add_argument("--no-compile", action="store_true", help="skip the graph-break count")
     parser.add_argument("--profile", action="store_true", help="profile one FMLP training step")
-    parser.add_argument("--only", type=_groups, default=list(GROUPS),
-                        help=f"comma-separated row groups, of: {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--only", type=_groups, default=DEFAULT_GROUPS,
+                        help=f"comma-separated row groups, of: {', '.join(GROUPS)} (default: all "
+                             "but compile)")
     parser.add_argument("--sweep", type=_ints, default=None, metavar="B1,B2,...",
                         help="run the --only groups (default: fmlp) at each of these batch sizes")
     parser.add_argument("--sweep-threads", type=_ints, default=[1, 2], metavar="T1,T2,...",
@@ -604,6 +615,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fconv1", "spline", "coupling",
           "nsf", "compile", "memory")
 """Row groups of the table, in order; ``--only`` picks some."""
+DEFAULT_GROUPS = [g for g in GROUPS if g != "compile"]
+"""All but ``compile``, whose first call compiles for minutes on a small CPU: ask for it."""
 
 
 def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
