@@ -5,14 +5,14 @@ A reducing Gram layer ``z = W x + b`` (``W`` of shape ``(r, n)``, ``r < n``) dro
 orthonormal columns spanning the row space of ``W``, from the thin QR ``Wᵀ = Q R``) the projector
 is ``P⊥ = I − Q Qᵀ`` and, for any ``v``,
 
-.. math:: \|P_\perp v\|^2 = \|v\|^2 - \|Q^\top v\|^2 = \|v\|^2 - \|L^{-1} W v\|^2, \quad L = R^\top.
+$$\|P_\perp v\|^2 = \|v\|^2 - \|Q^\top v\|^2 = \|v\|^2 - \|L^{-1} W v\|^2, \quad L = R^\top.$$
 
 :class:`NullSpaceNormal` is the normal ``N(P⊥ μ(c), σ(c)² I_m)`` on that ``m``-dimensional space,
 isotropic, its mean predicted *in data space* (``μ ∈ R^n``; only ``P⊥ μ`` matters) by a small
 network from what was kept ``c`` (and an optional flow context ``a``):
 
-.. math:: \log p(P_\perp x \mid c) = -\frac{\|P_\perp (x - \mu)\|^2}{2\sigma^2} - m \log \sigma
-          - \frac m2 \log 2\pi .
+$$\log p(P_\perp x \mid c) = -\frac{\|P_\perp (x - \mu)\|^2}{2\sigma^2} - m \log \sigma
+  - \frac m2 \log 2\pi .$$
 
 Isotropy is what makes it basis-free: the density of the ``m`` null-space coordinates in *any*
 orthonormal basis of the null space is the same number, so no rotation is ever formed.
