@@ -12,8 +12,9 @@ contender per round, so drifts in machine load hit all alike) and reported as me
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
 * the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
   parameters): the fast kernel vs the old one (``benchmarks/_baseline_rq.py``, swapped in for
-  the same layer) vs nflows' function vs LeakyReLU; and the FMLP-MNIST train step and eval
-  ``log_prob`` with the fast and with the old spline kernel, against the plain twin;
+  the same layer) vs nflows' function vs LeakyReLU; and (group ``spline-kernels``) the FMLP-MNIST
+  and FCONV1-MNIST train step and eval ``log_prob`` with the fast and with the old spline kernel,
+  against the plain twin;
 * ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
   392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
   with the same mask, bins, tails and network (nflows' ``MLP``), forward and forward+backward;
@@ -22,7 +23,17 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   library used before, nflows' ``PiecewiseRationalQuadraticCouplingTransform`` with
   ``ReversePermutation`` between (same couplings, bins, bound and hidden widths) wrapped as
   ``NflowsBijection``; ``--nsf-repeats`` rounds (default 5: one nflows step takes seconds);
-* the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``.
+* the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``;
+* ``compile`` (only when asked: ``--only compile``): the FMLP-MNIST training step with the loss
+  module under ``torch.compile`` (as ``TrainConfig(compile=True)``) against eager, the first
+  (compiling) call reported apart;
+* ``memory``: the peak of live torch tensors during one FMLP-MNIST training step, SVD and Gram,
+  against the plain twin's (the torch profiler's memory timeline on a CPU,
+  ``torch.cuda.max_memory_allocated`` on a GPU), and what the step allocates on top of the
+  parameters and Adam's moments.
+
+``--only fmlp,memory`` picks row groups (see ``GROUPS``); ``--sweep 64,256,1024`` runs the chosen
+groups (default ``fmlp``) at each batch size and each of ``--sweep-threads`` (default ``1,2``).
 
 Timings are wall-clock with the device synchronised around every call. ``--profile`` adds a
 ``torch.profiler`` table of one FMLP training step. On a small or shared CPU pass
@@ -74,6 +85,7 @@ class Row:
     reference_s: float | None = None
     goal: str = ""
     note: str = ""
+    unit: str = "ms"  # the value columns: "ms" (time_s in seconds, shown in ms) or "MiB"
 
     @property
     def ratio(self) -> float | None:
@@ -517,6 +529,101 @@ def profile_fmlp(args: argparse.Namespace, sync: Callable[[], None]) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=20)
 
 
+class _Loss(nn.Module):
+    """``x ↦ −mean log p(x)``: the module the trainer compiles (its forward and backward)."""
+
+    def __init__(self, flow: ffn.Flow) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.flow.log_prob(x).mean()
+
+
+def compare_compiled(images: torch.Tensor, args: argparse.Namespace,
+                     sync: Callable[[], None]) -> list[Row]:
+    """FMLP-MNIST training steps with the loss module under ``torch.compile`` (forward and
+    backward, as ``TrainConfig(compile=True)`` runs them; Adam stays eager) against eager, both
+    with input checks off. The first call's compile time is reported apart from the step time."""
+    eager = flowified("fmlp").to(args.device).train()
+    twin = flowified("fmlp").to(args.device).train()
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(_Loss(twin))
+    loss = _Loss(eager)
+    steps = {"eager": train_step(eager, lambda: loss(images)),
+             "compiled": train_step(twin, lambda: compiled(images))}
+    torch._dynamo.reset()
+    with ffn.validation(False):
+        start = time.perf_counter()
+        steps["compiled"]()
+        sync()
+        compile_s = time.perf_counter() - start
+        t = interleaved(steps, repeats=args.repeats, warmup=args.warmup, sync=sync)
+    return [Row("FMLP-MNIST train step: compiled", t["compiled"], "eager step", t["eager"],
+                note=f"first call (compiles) {compile_s:.1f} s")]
+
+
+def peak_step_memory(step: Callable[[], object]) -> tuple[int, int]:
+    """``(peak, transient)`` bytes of torch tensors over one call of ``step``: ``peak`` counts
+    every tensor alive at the worst moment (parameters, gradients, optimizer state included),
+    ``transient`` only what the step allocated on top of what was alive before it.
+
+    CPU allocations are invisible to ``tracemalloc`` and blurred in the process's RSS (the
+    allocator keeps freed pages), so they are read from the torch profiler's memory timeline:
+    every allocation and free of a tensor, in order. On a GPU the caching allocator's own peak
+    counter is exact and cheaper (``torch.cuda.max_memory_allocated``).
+    """
+    step()  # optimizer state and caches exist before the measured call
+    if torch.cuda.is_available() and torch.cuda.is_initialized() and torch.cuda.memory_allocated():
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return peak, peak - before
+    from torch.profiler import _memory_profiler
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True, record_shapes=True) as prof:
+        step()
+    live = peak = extra = 0
+    actions = _memory_profiler.Action
+    for _, action, (key, _version), size in _memory_profiler.MemoryProfile(
+            prof.profiler.kineto_results).timeline:
+        if key.device.type != "cpu":
+            continue
+        if action == actions.PREEXISTING:
+            live += size
+        elif action == actions.CREATE:
+            extra += size
+        elif action == actions.DESTROY:
+            extra -= size
+        peak = max(peak, extra)
+    return live + peak, peak
+
+
+def compare_memory(args: argparse.Namespace) -> list[Row]:
+    """Peak memory of one FMLP-MNIST training step (batch ``--batch``) against the plain twin's.
+    The ratio column compares the peaks of all live tensors; the note gives what the step itself
+    allocates (activations, gradients, temporaries) on top of parameters and Adam's moments."""
+    images = mnist_like(args.batch, args.device)
+    flat = images.float() / LEVELS
+    rows = []
+    plain = plain_mlp().to(args.device).train()
+    plain_peak, plain_extra = peak_step_memory(train_step(plain, lambda: plain(flat).pow(2).mean()))
+    for label, kwargs in (("FMLP-MNIST", {}), ("FMLP-MNIST gram, conditional", {"parametrization": "gram"})):
+        flow = flowified("fmlp", **kwargs).to(args.device).train()
+        with ffn.validation(False):
+            peak, extra = peak_step_memory(train_step(flow, lambda f=flow: -f.log_prob(images).mean()))
+        mib = 2.0**20
+        rows.append(Row(f"{label} step peak memory", peak / mib, "plain net", plain_peak / mib,
+                        "≤ 2", unit="MiB",
+                        note=f"allocated by the step itself: {extra / mib:.1f} MiB against "
+                             f"{plain_extra / mib:.1f} MiB, {extra / max(plain_extra, 1):.2f}×"))
+    return rows
+
+
 def mnist_like(batch: int, device: torch.device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1)
     return torch.randint(0, LEVELS, (batch, *MNIST), generator=gen).float().to(device)
@@ -526,21 +633,44 @@ def mnist_like(batch: int, device: torch.device) -> torch.Tensor:
 # output
 
 
-def _ms(t: float | None) -> str:
-    return "n/a" if t is None else f"{1e3 * t:9.3f}"
+def _value(t: float | None, unit: str = "ms") -> str:
+    if t is None:
+        return "n/a"
+    return f"{1e3 * t:9.3f}" if unit == "ms" else f"{t:9.1f}"
 
 
 def table(rows: list[Row]) -> str:
-    header = f"{'comparison':<40} {'ms':>9}   {'reference':<14} {'ms':>9} {'ratio':>8}  goal"
+    header = f"{'comparison':<48} {'value':>9}   {'reference':<14} {'value':>9} {'ratio':>8}  goal"
     lines = [header, "-" * len(header)]
     for r in rows:
         ratio = "" if r.ratio is None else f"{r.ratio:7.2f}×"
-        reference = _ms(r.reference_s) if r.reference else ""
-        line = f"{r.name:<40} {_ms(r.time_s):>9}   {r.reference:<14} {reference:>9} {ratio:>8}  {r.goal}"
+        reference = _value(r.reference_s, r.unit) if r.reference else ""
+        name = r.name if r.unit == "ms" else f"{r.name} ({r.unit})"
+        line = (f"{name:<48} {_value(r.time_s, r.unit):>9}   {r.reference:<14} {reference:>9} "
+                f"{ratio:>8}  {r.goal}")
         lines.append(line.rstrip())
         if r.note:
             lines.append(f"    ({r.note})")
+    lines.append("(values: milliseconds unless the comparison names another unit)")
     return "\n".join(lines)
+
+
+def _groups(text: str) -> list[str]:
+    groups = [g.strip() for g in text.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(f"unknown row group(s) {unknown}; choose from {', '.join(GROUPS)}")
+    return groups
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -557,7 +687,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="smoke run: batch 16, 3 rounds, 1 warm-up (numbers are not meaningful)")
     parser.add_argument("--no-compile", action="store_true", help="skip the graph-break count")
     parser.add_argument("--profile", action="store_true", help="profile one FMLP training step")
+    parser.add_argument("--only", type=_groups, default=DEFAULT_GROUPS,
+                        help=f"comma-separated row groups, of: {', '.join(GROUPS)} (default: all "
+                             "but compile)")
+    parser.add_argument("--sweep", type=_ints, default=None, metavar="B1,B2,...",
+                        help="run the --only groups (default: fmlp) at each of these batch sizes")
+    parser.add_argument("--sweep-threads", type=_ints, default=[1, 2], metavar="T1,T2,...",
+                        help="thread counts of --sweep (default: 1,2)")
     args = parser.parse_args(argv)
+    if args.sweep and "--only" not in " ".join(argv if argv is not None else sys.argv):
+        args.only = ["fmlp"]
     if args.quick:
         args.batch, args.repeats, args.warmup = min(args.batch, 16), 3, 1
         args.nsf_repeats = min(args.nsf_repeats, 2)
@@ -565,6 +704,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--device cuda: no CUDA device is available")
     args.device = torch.device(args.device)
     return args
+
+
+GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fconv1", "spline", "spline-kernels",
+          "coupling", "nsf", "compile", "memory")
+"""Row groups of the table, in order; ``--only`` picks some."""
+DEFAULT_GROUPS = [g for g in GROUPS if g != "compile"]
+"""All but ``compile``, whose first call compiles for minutes on a small CPU: ask for it."""
+
+
+def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
+             sync: Callable[[], None]) -> list[Row]:
+    goals = ("≤ 3", "≤ 2")
+    if group == "fmlp":
+        return compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, goals)
+    # The same shapes with standard-normal inverse densities: rotations (Householder) against the
+    # rotation-free Gram parametrization of the same likelihood.
+    if group == "fmlp-normal":
+        return compare_model("FMLP-MNIST normal, householder", "fmlp", plain_mlp(), images, args,
+                             sync, goals, inverse_density="normal")
+    if group == "fmlp-gram":
+        return compare_model("FMLP-MNIST normal, gram", "fmlp", plain_mlp(), images, args, sync,
+                             goals, inverse_density="normal", parametrization="gram")
+    if group == "fmlp-gram-cond":  # the paper's conditional densities, without rotations
+        return compare_model("FMLP-MNIST gram, conditional", "fmlp", plain_mlp(), images, args,
+                             sync, goals, parametrization="gram")
+    if group == "fconv1":
+        return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
+    if group == "spline":
+        return compare_spline(args, sync)
+    if group == "spline-kernels":  # the old kernel against the fast one inside the whole models
+        return (compare_spline_kernels("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync)
+                + compare_spline_kernels("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync))
+    if group == "coupling":
+        return compare_coupling(args, sync)
+    if group == "nsf":
+        return compare_nsf(images, args, sync)
+    if group == "compile":
+        return compare_compiled(images, args, sync)
+    return compare_memory(args)
+
+
+def sweep(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
+    """The FMLP rows at every batch × threads of ``--sweep``/``--sweep-threads``."""
+    rows = []
+    for threads in args.sweep_threads:
+        torch.set_num_threads(threads)
+        for batch in args.sweep:
+            images = mnist_like(batch, args.device)
+            for group in args.only:
+                for row in rows_for(group, images, args, sync):
+                    row.name = f"{row.name} b{batch} t{threads}"
+                    rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -577,20 +769,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"survae_flowify speed — device {args.device} ({name or platform.machine()}), batch {args.batch}, "
           f"{args.repeats} interleaved rounds (medians), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
+    if args.sweep:
+        print(table(sweep(args, sync)))
+        return 0
     images = mnist_like(args.batch, args.device)
-    rows = compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, ("≤ 3", "≤ 2"))
-    # The same shapes with standard-normal inverse densities: rotations (Householder) against the
-    # rotation-free Gram parametrization of the same likelihood.
-    rows += compare_model("FMLP-MNIST normal, householder", "fmlp", plain_mlp(), images, args, sync,
-                          ("≤ 3", "≤ 2"), inverse_density="normal")
-    rows += compare_model("FMLP-MNIST normal, gram", "fmlp", plain_mlp(), images, args, sync,
-                          ("≤ 3", "≤ 2"), inverse_density="normal", parametrization="gram")
-    rows += compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
-    rows += compare_spline(args, sync)
-    rows += compare_spline_kernels("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync)
-    rows += compare_spline_kernels("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync)
-    rows += compare_coupling(args, sync)
-    rows += compare_nsf(images, args, sync)
+    rows = [row for group in args.only for row in rows_for(group, images, args, sync)]
     print(table(rows))
     if not args.no_compile:
         print("\n".join(graph_breaks(args)))

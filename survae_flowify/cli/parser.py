@@ -123,6 +123,8 @@ def _add_train(sub: Any, func: Callable[..., int]) -> None:
     b.add("--no-plots", dest="plots", action="store_const", const=False, help="skip the PNG figures")
     b.add("--plot-samples", type=int, metavar="N", check=_POSITIVE,
           help="samples in the grids (default 64)")
+    b.add("--compile", action="store_const", const=True,
+          help="torch.compile the loss and its backward (first step compiles: tens of seconds on a CPU)")
     _add_common(b)
     b.done(func)
 

@@ -24,7 +24,7 @@ __all__ = ["CONFIG_FLAGS", "command", "run_settings"]
 CONFIG_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "max_steps",
                 "eval_batch_size", "eval_samples", "valid_every", "log_every",
                 "checkpoint_every", "checkpoint_minutes", "seed", "quiet", "plots", "plot_samples",
-                "time_budget_s")
+                "time_budget_s", "compile")
 """Flags that go into :class:`~survae_flowify.training.TrainConfig`."""
 
 

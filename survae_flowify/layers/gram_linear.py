@@ -13,6 +13,12 @@ applying full rotations.
   ``‖y_drop‖² = ‖x‖² − ‖Qᵀx‖²``, so ``V = Σ log |R_ii| − ½‖y_drop‖² − ½(in − out) log 2π`` — the
   SVD layer's value exactly. The inverse is ``x = Q R^{-T}(z − b) + (I − Q Qᵀ) ε``,
   ``ε ~ N(0, I)``: ``W⁺(z − b)`` plus a standard normal on the null space of ``W``.
+  With ``inverse_density="conditional"`` the null-space component gets the basis-free
+  :class:`~survae_flowify.distributions.nullspace.NullSpaceNormal` instead,
+  ``N(P⊥ μ(z), σ(z)² I)`` with ``μ`` predicted in data space and
+  ``‖P⊥(x − μ)‖² = ‖x − μ‖² − ‖Qᵀ(x − μ)‖²``: the paper's conditional models without rotations.
+  It is isotropic in the null space (the SVD layer's conditional density is diagonal in the
+  basis of ``V``), so the two parametrizations then define different models.
 * square: ``V = log|det W|``; inverse by a linear solve.
 * increasing (``in < out``): ``W = Q R`` (``Q`` of shape ``(out, in)``); noise ``g ~ N(0, s² I)``
   projected onto the orthogonal complement of the range of ``W``, ``w = (I − Q Qᵀ) g``,
@@ -32,7 +38,13 @@ import torch
 from torch import Tensor, nn
 
 from survae_flowify import _state
-from survae_flowify.algebra.transform import Bijection, GenerativeSurjection, InferenceSurjection
+from survae_flowify.algebra.transform import (
+    Bijection,
+    GenerativeSurjection,
+    InferenceSurjection,
+    check_context,
+)
+from survae_flowify.distributions.nullspace import NullSpaceNormal
 from survae_flowify.layers.linear_base import Linear, register
 
 __all__ = ["GramIncreasingLinear", "GramLinear", "GramReducingLinear", "GramSquareLinear"]
@@ -48,11 +60,12 @@ class GramLinear(Linear):
     def __init__(self, in_features: int, out_features: int, **options: object) -> None:
         options = {"parametrization": "gram", **options}
         super().__init__(in_features, out_features, **options)  # type: ignore[arg-type]
-        if self.inverse_density_kind != "normal" or self.noise_kind != "normal":
+        if self.inverse_density_kind == "diagonal" or self.noise_kind != "normal":
             raise ValueError(
-                "Linear(parametrization='gram') supports inverse_density='normal' and "
-                f"noise='normal' only (got {self.inverse_density_kind!r}, {self.noise_kind!r}); use "
-                "the SVD parametrization for learned or conditional densities and uniform noise"
+                "Linear(parametrization='gram') supports inverse_density='normal' or "
+                f"'conditional' and noise='normal' (got {self.inverse_density_kind!r}, "
+                f"{self.noise_kind!r}); use the SVD parametrization for a learned diagonal density "
+                "and uniform noise"
             )
         w = torch.empty(self.out_features, self.in_features)
         nn.init.orthogonal_(w)  # singular values 1, as the SVD layer starts
@@ -112,7 +125,15 @@ class GramSquareLinear(GramLinear, Bijection):
 
 @register("gram", "reducing")
 class GramReducingLinear(GramLinear, InferenceSurjection):
-    """``z = W x + b`` with a standard-normal density on the null space of ``W`` (exact)."""
+    """``z = W x + b`` with a density on the null space of ``W`` (exact): standard normal, or
+    with ``inverse_density="conditional"`` the :class:`NullSpaceNormal` ``N(P⊥ μ(z), σ(z)² I)``."""
+
+    def __init__(self, in_features: int, out_features: int, **options: object) -> None:
+        super().__init__(in_features, out_features, **options)
+        self.null_density = (
+            NullSpaceNormal(self.in_features, self.out_features, hidden=self.hidden,
+                            context_features=self.context_features)
+            if self.inverse_density_kind == "conditional" else None)
 
     def _mats(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``([W; Qᵀ], Σ log|R_ii|)``: one product gives ``W x`` and ``Qᵀ x``; cached in eval."""
@@ -121,19 +142,28 @@ class GramReducingLinear(GramLinear, InferenceSurjection):
             return torch.cat([self.weight_param.to(dtype), q.T], 0), r.diagonal().abs().log().sum()
         return self._derived("mats", (self.weight_param,), build, extra=dtype)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_context(self, context, self.context_features, x.shape[0])
         stacked, log_det = self._mats(x.dtype)
+        if self.null_density is not None:
+            # z first (μ depends on it), then Qᵀ(x − μ): two products of the size of W's.
+            z = x @ stacked[: self.out_features].T + self._b(x)
+            q = stacked[self.out_features:].T
+            return z, log_det + self.null_density.log_prob(x, q, z, context)
         both = x @ stacked.T
-        wx, keep_sq = both[:, : self.out_features], both[:, self.out_features:].square().sum(1)
-        drop_sq = (x.square().sum(1) - keep_sq).clamp_min(0)
+        z, xq = both[:, : self.out_features] + self._b(x), both[:, self.out_features:]
+        drop_sq = (x.square().sum(1) - xq.square().sum(1)).clamp_min(0)
         m = self.in_features - self.out_features
-        return wx + self._b(x), log_det - 0.5 * drop_sq - m * _HALF_LOG_2PI
+        return z, log_det - 0.5 * drop_sq - m * _HALF_LOG_2PI
 
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
+        check_context(self, context, self.context_features, z.shape[0])
         q, r = self._factor(z.dtype)
         if not bool(r.diagonal().abs().min() > 0):
             raise self._singular("the right inverse")
         x = torch.linalg.solve_triangular(r, z - self._b(z), upper=True, left=False) @ q.T  # W⁺(z − b)
+        if self.null_density is not None:
+            return x + self.null_density.draw(q, z, context, mean=mean)
         if mean:
             return x
         eps = torch.randn(z.shape[0], self.in_features, dtype=z.dtype, device=z.device)

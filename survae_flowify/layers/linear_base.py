@@ -77,7 +77,11 @@ class Linear(ParameterCache, Transform):
         parametrization: ``"svd"`` (default, :mod:`survae_flowify.layers.linear`) or ``"gram"``:
             no rotations, a dense ``W`` whose Gram matrix gives the same likelihood when the
             inverse density and the noise are standard normal
-            (:mod:`survae_flowify.layers.gram_linear`); fastest for wide layers.
+            (:mod:`survae_flowify.layers.gram_linear`); fastest for wide layers. With
+            ``inverse_density="conditional"`` a reducing Gram layer gets the basis-free
+            :class:`~survae_flowify.distributions.nullspace.NullSpaceNormal` (isotropic on the
+            null space of ``W``, mean predicted in data space); ``"diagonal"`` and uniform
+            noise need the SVD parametrization.
         hidden: width of the conditional inverse density's network.
         context_features: for ``in > out`` with ``inverse_density="conditional"``, the size ``k``
             of a flow context ``a`` (``(B, k)``) that the density's network sees too:

@@ -9,15 +9,20 @@ where ``D`` is a fixed buffer (``signs``): a layer can represent both components
 (a trained ``nn.Linear`` may have a weight of negative determinant) while training never
 crosses between them. Every kind starts at ``Q = I``.
 
-* ``"householder"`` (default): ``Q_0 = −H_1 ⋯ H_n``, ``H_i = I − 2 v_i v_iᵀ/‖v_i‖²``. A product
-  of ``n`` reflections has determinant ``(−1)^n`` and every such matrix is one
-  (Cartan–Dieudonné), so ``−H_1⋯H_n`` covers ``SO(n)``. Applied in the compact "UT transform"
-  ``H_1 ⋯ H_n = I − Y S^{-1} Yᵀ``, ``Y = [v_1, …, v_n]``,
-  ``S = ½ diag(YᵀY) + strict_upper(YᵀY)``. In training a batch of ``N`` rows is rotated block by
-  block (64 reflectors at a time, each block one UT transform): ``O(N n² + 64 n²)`` without
-  forming ``Q`` or the full ``n × n`` Gram matrix; ``Q`` is formed instead when that is cheaper
-  (``N ≳ 2n``), and in eval mode it is formed once and cached.
-  Starts at ``v_i = e_i``, where ``Q_0 = I``.
+* ``"householder"`` (default): ``Q_0 = −H_1 ⋯ H_n``, ``H_i = I − 2 v_i v_iᵀ/‖v_i‖²``, with
+  ``v_i`` the ``i``-th row of the upper triangle of the parameter (``v_i`` is zero before
+  position ``i``: the reflectors of a Householder QR, as in LAPACK). A product of ``n``
+  reflections has determinant ``(−1)^n`` and the QR of any ``−Q_0`` with ``Q_0 ∈ SO(n)`` gives
+  such reflectors (:meth:`Rotation.set_matrix` builds them), so ``−H_1⋯H_n`` covers ``SO(n)``.
+  Applied in the compact "UT transform" ``H_1 ⋯ H_n = I − Yᵀ S^{-1} Y`` (rows of ``Y`` are the
+  ``v_i``), ``S = ½ diag(Y Yᵀ) + strict_upper(Y Yᵀ)``. In training a batch of ``N`` rows is
+  rotated block by block (64 reflectors at a time, each block one UT transform); block ``j``
+  touches only the coordinates from ``64 j`` on, so the whole rotation costs ``~N n²``
+  multiply-adds, as one dense product with ``Q`` would, without forming ``Q``. ``Q`` is formed
+  (``~3 n³``) only in eval mode, where it is cached, or when ``N ≳ 3n``.
+  Starts at ``v_i = e_i``, where ``Q_0 = I``. The entries below the diagonal are unused (their
+  gradient is zero); a state dict of an older version with full vectors is converted on load to
+  the same ``Q``.
 * ``"cayley"``: ``Q_0 = (I − A)(I + A)^{-1}``, ``A = P − Pᵀ`` skew; reaches the rotations
   without eigenvalue ``−1``.
 * ``"exp"``: ``Q_0 = \exp(P − Pᵀ)``, the Lie-algebra map of the paper's appendix G; onto
@@ -52,6 +57,8 @@ class Rotation(ParameterCache):
     the sign buffer and the kind are unchanged (:mod:`survae_flowify._cache`).
     """
 
+    _version = 2  # 2: triangular Householder vectors (state dicts of version 1 are converted)
+
     def __init__(self, n: int, kind: RotationKind = "householder") -> None:
         super().__init__()
         self.n = _checks.positive_int("Rotation", "n", n)
@@ -64,15 +71,16 @@ class Rotation(ParameterCache):
         return f"n={self.n}, kind={self.kind!r}"
 
     # ---------------------------------------------------------------- Q_0 by kind
-    def _triangle(self) -> Tensor:
-        gram = self.weight @ self.weight.T
-        return torch.triu(gram, 1) + torch.diag_embed(0.5 * gram.diagonal())
+    def _vectors(self) -> Tensor:
+        """Householder vectors as rows, ``v_i`` zero before position ``i``."""
+        return torch.triu(self.weight)
 
     def _base(self) -> Tensor:
         p = self.weight
         eye = torch.eye(self.n, dtype=p.dtype, device=p.device)
         if self.kind == "householder":
-            return p.T @ torch.linalg.solve_triangular(self._triangle(), p, upper=True) - eye
+            y = self._vectors()
+            return y.T @ torch.linalg.solve_triangular(_ut_triangle(y), y, upper=True) - eye
         a = p - p.T
         if self.kind == "cayley":
             return torch.linalg.solve(eye + a, eye - a)  # (I + A) and (I − A) commute
@@ -87,18 +95,20 @@ class Rotation(ParameterCache):
         return self._derived("matrix", (self.weight, self.signs), self._compute, extra=self.kind)
 
     def _use_blocks(self, rows: int) -> bool:
-        # Blocked UT transform: ~n²·b (block Gram matrices) + 2·N·n² multiply-adds; forming Q
-        # costs ~2.5·n³ + N·n². Only while training: in eval the formed Q is cached.
+        # Blocked, triangular: ~N·n² + N·64·n multiply-adds; forming Q: ~3·n³ + N·n². Only
+        # while training: in eval the formed Q is cached.
         return (self.kind == "householder" and (self.training or torch.is_grad_enabled())
-                and rows + _BLOCK < 2 * self.n)
+                and rows * (self.n + _BLOCK) < 3 * self.n**2)
 
-    def _blocks(self) -> list[tuple[Tensor, Tensor]]:
-        """``(Y_j, S_j)`` per block of ``_BLOCK`` reflectors: ``H_{block} = I − Y_jᵀ S_j^{-1} Y_j``
-        (rows of ``Y_j`` are the ``v_i``), ``S_j = ½ diag(Y_j Y_jᵀ) + strict_upper(Y_j Y_jᵀ)``."""
+    def _blocks(self) -> list[tuple[int, Tensor, Tensor]]:
+        """``(start, Y_j, S_j)`` per block of ``_BLOCK`` reflectors, ``Y_j`` restricted to the
+        columns from ``start`` on (the reflectors are zero before): the block is
+        ``I − Y_jᵀ S_j^{-1} Y_j`` on those coordinates and the identity on the others."""
         out = []
-        for y in self.weight.split(_BLOCK):  # split, not slices: one gradient concatenation
-            gram = y @ y.T
-            out.append((y, torch.triu(gram, 1) + torch.diag_embed(0.5 * gram.diagonal())))
+        for j, rows in enumerate(self.weight.split(_BLOCK)):  # split: one gradient concatenation
+            start = j * _BLOCK
+            y = torch.triu(rows[:, start:])
+            out.append((start, y, _ut_triangle(y)))
         return out
 
     def rotate(self, x: Tensor) -> Tensor:
@@ -106,22 +116,47 @@ class Rotation(ParameterCache):
         if not self._use_blocks(x.shape[0]):
             return x @ self.matrix().T
         # x Qᵀ = −(x D) B_Lᵀ ⋯ B_1ᵀ with blocks B_j of H_1 ⋯ H_n; x B_jᵀ = x − (x Y_jᵀ) S_j^{-T} Y_j
+        # acts on the columns from start_j on, so the tail grows by one block each step.
         xs = x * self.signs
-        for y, tri in reversed(self._blocks()):
-            r = torch.linalg.solve_triangular(tri.T, xs @ y.T, upper=False, left=False)
-            xs = xs - r @ y
-        return -xs
+        tail = None
+        for start, y, tri in reversed(self._blocks()):
+            stop = start + y.shape[0]
+            tail = xs[:, start:stop] if tail is None else torch.cat([xs[:, start:stop], tail], 1)
+            r = torch.linalg.solve_triangular(tri.T, tail @ y.T, upper=False, left=False)
+            tail = tail - r @ y
+        return -tail
 
     def rotate_t(self, x: Tensor) -> Tensor:
         """Rows ``Qᵀ x`` for ``x`` of shape ``(N, n)``."""
         if not self._use_blocks(x.shape[0]):
             return x @ self.matrix()
-        # x Q = −(x B_1 ⋯ B_L) D; x B_j = x − (x Y_jᵀ) S_j^{-1} Y_j
-        xs = x
-        for y, tri in self._blocks():
-            r = torch.linalg.solve_triangular(tri, xs @ y.T, upper=True, left=False)
-            xs = xs - r @ y
-        return -xs * self.signs
+        # x Q = −(x B_1 ⋯ B_L) D; x B_j = x − (x Y_jᵀ) S_j^{-1} Y_j touches the columns from
+        # start_j on: after block j its first block of columns is final.
+        done, tail = [], x
+        for _, y, tri in self._blocks():
+            r = torch.linalg.solve_triangular(tri, tail @ y.T, upper=True, left=False)
+            tail = tail - r @ y
+            done.append(tail[:, : y.shape[0]])
+            tail = tail[:, y.shape[0]:]
+        return -torch.cat(done, 1) * self.signs
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict,
+                              *args: object) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)  # type: ignore[arg-type]
+        # Version 1 (full vectors) is what torch records in a state dict of an older version; a
+        # dict without metadata (rebuilt by hand) is taken as the current version.
+        if (self.kind == "householder" and local_metadata.get("version", self._version) < 2
+                and prefix + "weight" in state_dict):
+            self._to_triangular()
+
+    @torch.no_grad()
+    def _to_triangular(self) -> None:
+        """Full Householder vectors (older versions) → triangular ones with the same ``Q``."""
+        p = self.weight.detach().to(torch.float64).cpu()
+        q0 = torch.eye(self.n, dtype=torch.float64)
+        for v in p:  # −H_1 ⋯ H_n with the full vectors
+            q0 = q0 - 2 * torch.outer(q0 @ v, v) / v.dot(v)
+        self.weight.copy_(_householder_vectors(-q0).to(self.weight))
 
     # ---------------------------------------------------------------- construction
     @torch.no_grad()
@@ -156,6 +191,12 @@ class Rotation(ParameterCache):
             param = 0.5 * log
         self.weight.copy_(param.to(self.weight))
         self.signs.copy_(signs.to(self.signs))
+
+
+def _ut_triangle(y: Tensor) -> Tensor:
+    """``S = ½ diag(Y Yᵀ) + strict_upper(Y Yᵀ)`` of the UT transform ``I − Yᵀ S^{-1} Y``."""
+    gram = y @ y.T
+    return torch.triu(gram, 1) + torch.diag_embed(0.5 * gram.diagonal())
 
 
 def _householder_vectors(q0: Tensor) -> Tensor:

@@ -37,6 +37,8 @@ class TrainConfig:
     refreshed. ``time_budget_s``: train for this many seconds (at least 90% of it); the schedule's
     length is re-estimated from the measured speed as training goes, capped only by an explicit
     ``epochs`` or ``max_steps``, so results then depend on the machine's speed and load.
+    ``compile``: run the loss and its backward through ``torch.compile`` (the first step
+    compiles; the optimizer step stays eager, since its learning rate changes every step).
     """
 
     epochs: int | None = None
@@ -56,6 +58,7 @@ class TrainConfig:
     quiet: bool = False
     plots: bool = True
     plot_samples: int = 64
+    compile: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -79,7 +82,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _checks.positive_float(owner, name, getattr(self, name))
         _checks.finite_float(owner, "weight_decay", self.weight_decay, minimum=0.0)
-        for name in ("quiet", "plots"):
+        for name in ("quiet", "plots", "compile"):
             _checks.boolean(owner, name, getattr(self, name))
 
     @property

@@ -13,6 +13,10 @@ Training steps run with the layers' input checks off (:func:`survae_flowify.vali
 data and one probe batch are checked once at the start, and a blow-up then reaches the loss as a
 non-finite value (the "diverged" outcome) instead of an input error deep inside the flow. It
 also spares the checks' device synchronisations (one per checked call) at every step.
+
+``TrainConfig(compile=True)`` (``survae-flowify train --compile``) runs each step's loss and its
+backward through ``torch.compile``; with the input checks off the flows trace without graph
+breaks (``benchmarks/speed.py`` counts them).
 """
 
 from __future__ import annotations
@@ -129,6 +133,9 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=ids, find_unused_parameters=self._has_unused_parameters()
             )
+        if config.compile:
+            # After DDP, as torch recommends: its optimizer splits the graph at gradient buckets.
+            self.model = torch.compile(self.model)
         self.optimizer = torch.optim.Adam(
             flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )

@@ -23,6 +23,8 @@ LAYERS = {
     "svd-reducing-exp": lambda: ffn.Linear(6, 3, rotation="exp"),
     "gram-reducing": lambda: ffn.Linear(6, 3, parametrization="gram"),
     "gram-square": lambda: ffn.Linear(4, 4, parametrization="gram"),
+    "gram-conditional": lambda: ffn.Linear(6, 3, parametrization="gram", inverse_density="conditional"),
+    "svd-reducing-wide": lambda: ffn.Linear(150, 70),  # several blocks of reflectors
     "spline": lambda: ffn.RqSpline(),
     "flow-part": lambda: ffn.Sequential(ffn.Linear(6, 4), ffn.RqSpline(), ffn.Linear(4, 4)),
 }

@@ -200,8 +200,10 @@ def test_gram_parametrization_gives_the_svd_likelihood(fin: int, fout: int) -> N
 
 
 def test_gram_parametrization_rejects_what_it_cannot_express() -> None:
-    with pytest.raises(ValueError, match="inverse_density='normal'"):
-        ffn.Linear(4, 2, parametrization="gram", inverse_density="conditional")
+    with pytest.raises(ValueError, match="inverse_density='normal' or 'conditional'"):
+        ffn.Linear(4, 2, parametrization="gram", inverse_density="diagonal")
+    with pytest.raises(ValueError, match="noise='normal'"):
+        ffn.Linear(2, 4, parametrization="gram", noise="uniform")
     with pytest.raises(ValueError, match="parametrization must be"):
         ffn.Linear(4, 2, parametrization="qr")
     gram = ffn.Linear(4, 2, parametrization="gram")

@@ -25,7 +25,7 @@ def _reference(rot: Rotation) -> torch.Tensor:
     eye = torch.eye(n, dtype=torch.float64)
     if rot.kind == "householder":
         q0 = eye.clone()
-        for v in p:  # −H_1 H_2 ⋯ H_n, one explicit reflector at a time
+        for v in torch.triu(p):  # −H_1 H_2 ⋯ H_n, one explicit reflector at a time
             q0 = q0 @ (eye - 2 * torch.outer(v, v) / v.dot(v))
         q0 = -q0
     elif rot.kind == "cayley":
@@ -146,3 +146,59 @@ def test_float32_and_pickling() -> None:
     loaded = torch.load(buffer, weights_only=False)
     with torch.no_grad():
         assert torch.equal(loaded.matrix(), rot.matrix())
+
+
+def _full_vector_householder(n: int, seed: int) -> tuple[dict, torch.Tensor]:
+    """A version-1 state dict (full Householder vectors) and its ``Q``, by explicit reflectors."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.eye(n, dtype=torch.float64) + 0.5 * torch.randn(n, n, generator=g, dtype=torch.float64)
+    eye = torch.eye(n, dtype=torch.float64)
+    q0 = eye.clone()
+    for v in p:
+        q0 = q0 @ (eye - 2 * torch.outer(v, v) / v.dot(v))
+    signs = torch.ones(n, dtype=torch.float64)
+    signs[-1] = -1.0
+    return {"weight": p, "signs": signs}, -q0 * signs
+
+
+@pytest.mark.parametrize("n", [3, 70])
+def test_state_dict_of_full_vectors_loads_to_the_same_matrix(n: int) -> None:
+    state, q = _full_vector_householder(n, seed=n)
+    rot = Rotation(n).double()
+    metadata = {"": {"version": 1}}  # what torch records for a module saved before version 2
+    state = dict(state)
+    state_with_meta = type("StateDict", (dict,), {})(state)
+    state_with_meta._metadata = metadata
+    rot.load_state_dict(state_with_meta)
+    torch.testing.assert_close(rot.matrix().detach(), q, atol=1e-10, rtol=0)
+    assert not torch.tril(rot.weight.detach(), -1).any()
+    # a state dict of this version is loaded as it is
+    again = Rotation(n).double()
+    again.load_state_dict(rot.state_dict())
+    assert torch.equal(again.weight, rot.weight)
+
+
+def test_entries_below_the_diagonal_are_unused() -> None:
+    rot = _rotation(80, "householder", seed=2)
+    x = torch.randn(5, 80, dtype=torch.float64)
+    before = rot.rotate(x).detach()
+    with torch.no_grad():
+        rot.weight.add_(torch.tril(torch.randn(80, 80, dtype=torch.float64), -1))
+    torch.testing.assert_close(rot.rotate(x).detach(), before, atol=1e-12, rtol=0)
+    (rot.rotate(x).sum() + rot.rotate_t(x).sum()).backward()
+    assert not torch.tril(rot.weight.grad, -1).any() and torch.triu(rot.weight.grad).abs().sum() > 0
+
+
+def test_old_linear_checkpoint_keeps_its_weight() -> None:
+    """A flowified Linear saved before version 2 (full vectors in U and V) keeps its dense weight."""
+    import survae_flowify as ffn
+
+    layer = ffn.Linear(6, 4).double()
+    state = layer.state_dict()
+    (u_state, u), (v_state, v) = _full_vector_householder(4, seed=1), _full_vector_householder(6, seed=2)
+    state["U.weight"], state["U.signs"] = u_state["weight"], u_state["signs"]
+    state["V.weight"], state["V.signs"] = v_state["weight"], v_state["signs"]
+    state._metadata["U"]["version"] = state._metadata["V"]["version"] = 1
+    layer.load_state_dict(state)
+    sigma = torch.exp(layer.log_sigma.detach())
+    torch.testing.assert_close(layer.weight.detach(), (u * sigma) @ v[:, :4].T, atol=1e-10, rtol=0)
