@@ -11,7 +11,7 @@ frequencies ``(u, v)``, ``0 ≤ v ≤ ⌊W/2⌋``. A real image has ``X(−u, �
 * every other grid frequency represents its pair alone.
 
 With ``P`` representatives, ``S + 2P = H·W``: a matrix per independent frequency (``P`` complex,
-``S`` real) is gathered onto the grid by :meth:`Layout.gather` (conjugated at the mirrors).
+``S`` real) is gathered onto the grid by :func:`gather` (conjugated at the mirrors).
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Layout", "complex_dtype", "maybe_parameter", "orthogonal_from", "unitary_from"]
+__all__ = [
+    "Layout",
+    "complex_dtype",
+    "gather",
+    "maybe_parameter",
+    "skew_hermitian",
+    "skew_symmetric",
+    "to_group",
+    "upper_positions",
+]
 
 
 def complex_dtype(like: Tensor) -> torch.dtype:
@@ -33,16 +42,16 @@ def complex_dtype(like: Tensor) -> torch.dtype:
 class Layout:
     """Where every rfft2-grid frequency of an ``H × W`` image comes from.
 
-    ``source[g]``: index into the list ``[P representatives, S self-conjugate]`` for grid
-    position ``g = u·(⌊W/2⌋+1) + v``; ``mirror[g]``: whether the grid holds the conjugate there.
+    ``index[g]`` for the grid position ``g = u·(⌊W/2⌋+1) + v``: ``k`` to take the ``k``-th entry of
+    the list ``[P representatives, S self-conjugate]``, ``P + S + k`` to take its conjugate (a
+    mirror); see :func:`gather`.
     """
 
     height: int
     width: int
     pairs: int
     self_conjugate: int
-    source: Tensor  # (G,) long
-    mirror: Tensor  # (G,) bool
+    index: Tensor  # (G,) long
 
     @staticmethod
     def of(height: int, width: int) -> Layout:
@@ -56,56 +65,68 @@ class Layout:
                     selfs[u, v] = len(selfs)
                 elif conj not in reps:  # the mirror of a stored pair comes later in its column
                     reps[u, v] = len(reps)
-        source, mirror = [], []
+        count = len(reps) + len(selfs)
+        index = []
         for u in range(height):
             for v in range(cols):
                 if (u, v) in selfs:
-                    source.append(len(reps) + selfs[u, v])
-                    mirror.append(False)
+                    index.append(len(reps) + selfs[u, v])
                 elif (u, v) in reps:
-                    source.append(reps[u, v])
-                    mirror.append(False)
+                    index.append(reps[u, v])
                 else:
-                    source.append(reps[(-u) % height, (-v) % width])
-                    mirror.append(True)
+                    index.append(count + reps[(-u) % height, (-v) % width])
         if len(selfs) + 2 * len(reps) != height * width:
             raise AssertionError("rfft2 layout: frequencies do not account for every pixel")
-        return Layout(height, width, len(reps), len(selfs), torch.tensor(source),
-                      torch.tensor(mirror))
-
-    def gather(self, per_frequency: Tensor) -> Tensor:
-        """``(P + S, …)`` complex → ``(H, ⌊W/2⌋+1, …)``: each grid frequency's value, conjugated
-        at the mirrors, so that a product with a real image's spectrum stays Hermitian."""
-        grid = per_frequency[self.source.to(per_frequency.device)]
-        mirror = self.mirror.to(per_frequency.device).view(-1, *([1] * (grid.dim() - 1)))
-        grid = torch.where(mirror, grid.conj(), grid)
-        return grid.reshape(self.height, self.width // 2 + 1, *grid.shape[1:])
+        return Layout(height, width, len(reps), len(selfs), torch.tensor(index))
 
 
-def unitary_from(raw: Tensor | None, count: int, n: int, like: Tensor) -> Tensor:
-    r"""``count`` unitary ``n × n`` matrices ``exp(A)``, ``A`` skew-Hermitian, from the ``n²`` real
-    numbers of each ``raw[k]`` (``(count, n, n)``): the strict upper triangle is ``Re A``, the
-    strict lower triangle ``Im A`` (mirrored), the diagonal ``Im A_ii``. ``n²`` is the dimension of
-    ``𝔲(n)``, so no number is dead; ``exp`` maps ``𝔲(n)`` onto the connected group ``U(n)``.
-    ``raw=None`` (``count = 0``) gives an empty batch of dtype ``complex(like.dtype)``."""
+def gather(per_frequency: Tensor, index: Tensor, height: int, width: int) -> Tensor:
+    """``(P + S, …)`` complex → ``(H, ⌊W/2⌋+1, …)``: each grid frequency's value, conjugated at
+    the mirrors (``index`` from :class:`Layout`), so that a product with a real image's spectrum
+    stays Hermitian. Real arithmetic on ``view_as_real``: one index, no conjugate views."""
+    parts = torch.view_as_real(per_frequency)
+    both = torch.cat([parts, torch.stack([parts[..., 0], -parts[..., 1]], dim=-1)])
+    grid = torch.view_as_complex(both[index])
+    return grid.reshape(height, width // 2 + 1, *grid.shape[1:])
+
+
+def skew_hermitian(raw: Tensor | None, count: int, n: int, like: Tensor) -> Tensor:
+    r"""``count`` skew-Hermitian ``n × n`` matrices from the ``n²`` real numbers of each ``raw[k]``
+    (``(count, n, n)``): ``Re A`` from the strict upper triangle (antisymmetrised), ``Im A`` from
+    the strict lower triangle (symmetrised) and the diagonal. ``n²`` is the dimension of
+    ``𝔲(n)``: no number is dead. ``raw=None`` gives zeros in the complex dtype of ``like``."""
     if raw is None:
         return torch.zeros(count, n, n, dtype=complex_dtype(like), device=like.device)
     upper = torch.triu(raw, 1)
     lower = torch.tril(raw, -1).mT
-    real = upper - upper.mT
     imag = lower + lower.mT + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1))
-    return torch.matrix_exp(torch.complex(real, imag))
+    return torch.complex(upper - upper.mT, imag)
 
 
-def orthogonal_from(raw: Tensor | None, count: int, n: int, like: Tensor) -> Tensor:
-    r"""``count`` rotations ``exp(A − Aᵀ) ∈ SO(n)`` from ``raw`` (``(count, n(n−1)/2)``, the strict
-    upper triangle of ``A``); ``raw=None`` when ``n = 1`` (``SO(1) = {1}``) gives identities."""
+def skew_symmetric(raw: Tensor | None, upper: Tensor, count: int, n: int, like: Tensor) -> Tensor:
+    r"""``count`` real skew-symmetric ``A − Aᵀ`` (as complex matrices with imaginary part 0) from
+    ``raw`` (``(count, n(n−1)/2)``), the strict upper triangle of ``A`` at the flat positions
+    ``upper``; zeros when ``raw`` is ``None`` (``n = 1``)."""
     if raw is None:
-        return torch.eye(n, dtype=like.dtype, device=like.device).expand(count, n, n)
-    rows, cols = torch.triu_indices(n, n, 1, device=raw.device)
-    a = raw.new_zeros(count, n, n)
-    a[:, rows, cols] = raw
-    return torch.matrix_exp(a - a.mT)
+        return torch.zeros(count, n, n, dtype=complex_dtype(like), device=like.device)
+    a = raw.new_zeros(count, n * n).index_copy(1, upper, raw).view(count, n, n)
+    return torch.complex(a - a.mT, torch.zeros_like(a))
+
+
+def upper_positions(n: int) -> Tensor:
+    """Flat indices ``i·n + j`` of the strict upper triangle of an ``n × n`` matrix (row-major)."""
+    rows, cols = torch.triu_indices(n, n, 1)
+    return rows * n + cols
+
+
+def to_group(a: Tensor, kind: str) -> Tensor:
+    r"""Skew-Hermitian ``A`` (a batch) to unitary matrices: ``"cayley"``: ``(I − A)(I + A)^{-1}``
+    (one batched LU solve; every unitary without eigenvalue ``−1``), ``"exp"``: ``exp(A)`` (onto
+    ``U(n)``). A real skew-symmetric ``A`` gives a real rotation (imaginary part exactly 0)."""
+    if kind == "exp":
+        return torch.matrix_exp(a)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return torch.linalg.solve(eye + a, eye - a)  # (I + A) and (I − A) commute
 
 
 def maybe_parameter(*shape: int) -> nn.Parameter | None:

@@ -16,6 +16,8 @@ CASES: dict[str, Case] = {
                            linear_gaussian=True),
     "fourier_square_odd_one_channel": Case(lambda: FourierConv2d(1, 1, image_size=3), (1, 3, 3),
                                            linear_gaussian=True),
+    "fourier_square_exp": Case(lambda: FourierConv2d(2, 2, image_size=(3, 4), rotation="exp"),
+                               (2, 3, 4), linear_gaussian=True),
     "fourier_square_even_no_bias": Case(lambda: FourierConv2d(3, 3, image_size=(4, 2), bias=False),
                                         (3, 4, 2)),
     "fourier_reducing_normal": Case(

@@ -104,10 +104,11 @@ def test_spectrum_is_hermitian_so_the_output_is_real(c_in: int, c_out: int,
     torch.testing.assert_close(z, z_complex.real + layer.bias[:, None, None], atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("rotation", ["cayley", "exp"])
 @pytest.mark.parametrize(("c_in", "size"), [(2, (4, 5)), (3, (3, 3)), (1, (6, 4)), (2, (2, 2)),
                                             (2, (1, 3)), (2, (5, 6))])
-def test_square_log_det_matches_autograd_jacobian(c_in: int, size: tuple[int, int]) -> None:
-    layer = _layer(c_in, c_in, size, seed=3)
+def test_square_log_det_matches_autograd_jacobian(c_in: int, size: tuple[int, int], rotation: str) -> None:
+    layer = _layer(c_in, c_in, size, seed=3, rotation=rotation)
     x = torch.randn(3, c_in, *size, dtype=torch.float64)
     _, contribution = layer(x)
     reference = autograd_log_volume(layer, x)
@@ -137,9 +138,10 @@ def test_reducing_right_inverse(c_in: int, c_out: int, size: tuple[int, int], de
     assert (x1 - x2).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("rotation", ["cayley", "exp"])
 @pytest.mark.parametrize(("c_in", "c_out", "size"), [c for c in CONFIGS if c[0] <= c[1]])
-def test_left_inverse(c_in: int, c_out: int, size: tuple[int, int]) -> None:
-    layer = _layer(c_in, c_out, size)
+def test_left_inverse(c_in: int, c_out: int, size: tuple[int, int], rotation: str) -> None:
+    layer = _layer(c_in, c_out, size, rotation=rotation)
     check_inverse(layer, torch.randn(3, c_in, *size, dtype=torch.float64), atol=1e-10, rtol=1e-10)
 
 
@@ -245,6 +247,20 @@ def test_locality_penalty_is_the_mass_outside_the_window_and_trains_it_away() ->
     assert layer.locality_penalty(3).item() < 0.3 * start
 
 
+@pytest.mark.parametrize("rotation", ["cayley", "exp"])
+def test_factors_are_unitary_and_real_where_self_conjugate(rotation: str) -> None:
+    """``U``, ``V`` unitary at perturbed parameters; real (imaginary part exactly 0) at the ``S``
+    self-conjugate frequencies, which come last."""
+    layer = _layer(3, 2, (4, 6), seed=7, rotation=rotation)
+    u, v, sigma = layer._factors()
+    for q in (u, v):
+        eye = torch.eye(q.shape[-1], dtype=q.dtype).expand_as(q)
+        torch.testing.assert_close(q.mH @ q, eye, atol=1e-12, rtol=0)
+        assert q[-layer.layout.self_conjugate:].imag.abs().max() == 0
+        assert (q - eye).abs().max() > 0.05  # moved off the identity
+    assert (sigma > 0).all()
+
+
 def test_float32_follows_float64() -> None:
     layer = _layer(3, 2, (4, 5))
     x = torch.randn(3, 3, 4, 5, dtype=torch.float64)
@@ -281,6 +297,7 @@ def test_wrong_image_size_or_channels_names_the_layer() -> None:
     ((2, 2), {"image_size": 4, "inverse_density": "gauss"}, ValueError, "inverse_density must be one of"),
     ((2, 3), {"image_size": 4, "noise": "laplace"}, ValueError, "noise must be one of"),
     ((2, 2), {"image_size": 4, "hidden": 0}, ValueError, "hidden must be a positive int"),
+    ((2, 2), {"image_size": 4, "rotation": "householder"}, ValueError, "rotation must be one of"),
     ((2, 3), {"image_size": 4, "context_features": 2}, ValueError, "this layer drops nothing"),
     ((3, 2), {"image_size": 4, "context_features": 2, "inverse_density": "normal"}, ValueError,
      "context_features=2 needs inverse_density='conditional'"),
