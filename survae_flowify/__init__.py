@@ -27,7 +27,7 @@ from survae_flowify.bijections import (
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
-from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
+from survae_flowify.layers import Conv2d, FourierConv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -56,6 +56,7 @@ __all__ = [
     "DiagonalNormal",
     "Flatten",
     "Flow",
+    "FourierConv2d",
     "GenerativeSurjection",
     "InferenceSurjection",
     "LeakyReLU",
