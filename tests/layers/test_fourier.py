@@ -4,6 +4,9 @@ right/left inverses, closed-form and integrated densities, the locality penalty,
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -330,3 +333,14 @@ def test_flow_on_digits_sized_images_trains() -> None:
         (-flow.log_prob(x).mean()).backward()
         optimizer.step()
     assert flow.log_prob(x).mean().item() > start + 5.0
+
+
+@pytest.mark.slow  # ~10–30 s: trains three small models for 10 steps each
+def test_benchmark_quick_mode_prints_the_table() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fourier.py"
+    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["conv", "fourier", "fourier+local"], result.stdout
+    assert all(math.isfinite(float(row[2])) for row in rows), result.stdout  # test bits/dim
