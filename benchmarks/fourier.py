@@ -18,7 +18,7 @@ All train with the same seed, batches, optimiser (Adam) and number of steps, one
 round so that drifts in machine load hit all alike; the loss is the training bits/dim (the
 dequantized bound). Reported: test bits/dim (the same bound, one dequantization sample, eval
 mode), the median training step time, the median eval ``log_prob`` time on the test set, the
-number of parameters.
+number of parameters. Then one layer's forward+backward time at a few sizes.
 """
 
 from __future__ import annotations
@@ -123,6 +123,35 @@ def outside_mass(c: Contender, k: int) -> float:
             sum(float(m.weight.square().sum()) for m in layers)
 
 
+LAYER_SIZES = [(4, 4), (16, 2), (16, 8)]  # (channels, image size): the model's two, and a larger one
+
+
+def layer_timings(batch: int, repeats: int) -> None:
+    """Forward+backward of one square layer, ``(batch, c, s, s)``: FourierConv2d with either map to
+    the unitary group against the flowified 1×1 kernel (``PatchLinear``) and the ``k × k``
+    ``Conv2d``, ``k = min(3, s)`` (unfold, a bound; output ``(s−k+1)²``). Minimum over ``repeats``
+    (robust to a loaded machine)."""
+    print(f"one layer, forward + backward, batch {batch}, minimum of {repeats} (ms)")
+    print(f"{'c × s × s':<10} {'fourier cayley':>15} {'fourier exp':>12} {'1×1 kernel':>11} "
+          f"{'Conv2d k×k':>11}")
+    for c, size in LAYER_SIZES:
+        torch.manual_seed(0)
+        layers = [FourierConv2d(c, c, image_size=size), FourierConv2d(c, c, image_size=size, rotation="exp"),
+                  ffn.PatchLinear(c, c), ffn.Conv2d(c, c, min(3, size), 1, image_size=size)]
+        x = torch.randn(batch, c, size, size)
+        row = []
+        for layer in layers:
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                z, contribution = layer(x)
+                (z.square().sum() - contribution.sum()).backward()
+                times.append(time.perf_counter() - start)
+            row.append(1e3 * min(times))
+        cells = "".join(f"{t:>{w}.2f}" for t, w in zip(row, (16, 13, 12, 12)))
+        print(f"{f'{c} × {size} × {size}':<10}{cells}")
+
+
 def train(data: DataSplits, seed: int, steps: int, batch: int) -> tuple[list[Contender], float]:
     """The three contenders trained round-robin on the same batches; the wall time."""
     contenders = build(seed)
@@ -167,6 +196,7 @@ def main() -> None:
     if len(args.seeds) > 1:
         print(f"test bpd over seeds {args.seeds}: " + ", ".join(
             f"{name} {statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" for name, v in bpds.items()))
+    layer_timings(args.batch, repeats=3 if args.quick else 30)
 
 
 if __name__ == "__main__":

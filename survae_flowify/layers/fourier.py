@@ -184,6 +184,12 @@ class FourierConv2d(Transform):
             )
         self.rank = min(self.in_channels, self.out_channels)
         self.layout = Layout.of(*self.image_size)
+        self._register_parameters(bias)
+        self._init_regime()
+
+    def _register_parameters(self, bias: bool) -> None:
+        """Per pair: ``U``, ``V`` (``n²`` numbers each) and ``log σ``; per self-conjugate frequency:
+        real ``U``, ``V`` (``n(n−1)/2``) and ``log σ``; all zero, the identity map."""
         p, s, co, ci = self.layout.pairs, self.layout.self_conjugate, self.out_channels, self.in_channels
         # Parameters that would hold no number (1-channel rotations, images without complex
         # pairs) are registered as None: an empty parameter never gets a gradient.
@@ -197,7 +203,6 @@ class FourierConv2d(Transform):
         self.register_buffer("_grid_index", self.layout.index, persistent=False)
         self.register_buffer("_upper_out", upper_positions(co), persistent=False)
         self.register_buffer("_upper_in", upper_positions(ci), persistent=False)
-        self._init_regime()
 
     def _init_regime(self) -> None:
         pass
