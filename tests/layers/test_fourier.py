@@ -356,6 +356,9 @@ def test_benchmark_quick_mode_prints_the_table() -> None:
     result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines[2:5]]
     assert [row[0] for row in rows] == ["conv", "fourier", "fourier+local"], result.stdout
     assert all(math.isfinite(float(row[2])) for row in rows), result.stdout  # test bits/dim
+    layer_rows = [line.split()[0] for line in lines[7:]]  # after the per-layer table's two headers
+    assert lines[5].startswith("one layer") and layer_rows == ["4", "16", "16"], result.stdout
