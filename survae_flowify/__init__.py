@@ -28,7 +28,7 @@ from survae_flowify.bijections.elementwise import ElementwiseAffine
 from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
-from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
+from survae_flowify.layers import Conv2d, FourierConv2d, Linear, Pad, PatchLinear, Residual, Unfold
 from survae_flowify.layers.avgpool import AvgPool2d
 from survae_flowify.layers.parallel import Parallel
 from survae_flowify.surjections import VAE, Abs, MaxPool2d, Sort, StochasticPermutation, VariationalDequantize
@@ -65,6 +65,7 @@ __all__ = [
     "ElementwiseAffine",
     "Flatten",
     "Flow",
+    "FourierConv2d",
     "GenerativeSurjection",
     "InferenceSurjection",
     "LeakyReLU",
