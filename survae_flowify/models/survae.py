@@ -1,0 +1,195 @@
+r"""SurVAE Flows' experiments as ready models (Nielsen et al. 2020, §5): ``survae-abs`` and
+``survae-maxpool``, each with its twin without the surjection, on the same budget.
+
+**Abs flow** (2-D toy densities, or any vectors ``(D,)``). For a density symmetric under sign
+flips, ``p(x) = p(|x|)\,/\,2^D``: the absolute value folds the ``2^D`` orthants onto one, and the
+rest of the flow only has to model the positive orthant:
+
+$$ x \xrightarrow{\text{Abs}} z_0 = |x| \xrightarrow{\text{ActNorm}} \cdots
+   \xrightarrow{K \times (\text{RqCoupling} \to \text{Reverse})} z_K \sim N(0, I), \qquad
+   \log p(x) = \log p(s \mid |x|) + \log p_{\text{rest}}(|x|), $$
+
+``s = \operatorname{sign}(x)`` with ``p(s | z)`` the sign density of :class:`~survae_flowify.Abs`
+(learned Bernoulli logits, or ``½`` per coordinate). The flow is exact: summing
+``p(s | z)`` over the ``2^D`` sign patterns gives 1, so the mass over ``x`` is the mass that the
+rest of the flow puts on the positive orthant (at most 1; training pushes it there).
+``abs=False`` is the twin: the same ActNorm and couplings on ``x`` itself.
+
+**Max-pooling flow** (SurVAE's ``PoolFlow``, images ``(C, H, W)``):
+
+$$ \text{Dequantize} \to \text{Squeeze}(2) \to
+   \big[K \times (\text{ActNorm} \to \text{Conv1x1} \to \text{coupling}) \to
+   \text{MaxPool2d}(2)\big]^{P} \to K \times (\dots) \to \text{ActNorm} \to N(0, I), $$
+
+each :class:`~survae_flowify.MaxPool2d` keeping the maximum of every ``2 × 2`` patch,
+``(4C, h, w) → (4C, h/2, w/2)``: three quarters of the dimensions go, scored by
+``log p(index) + Σ log p(gap | z)`` (exact). The twin ``pool="slice"`` drops the same number of
+dimensions with :class:`~survae_flowify.Squeeze` ``(2)`` and a :class:`~survae_flowify.Slice`
+keeping the first quarter of the channels, ``(4C, h, w) → (16C, h/2, w/2) → (4C, h/2, w/2)``,
+with a conditional normal for what it drops. Both are exact; their bits/dim compare which
+reduction loses less (``benchmarks/survae.py``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+from survae_flowify import _checks
+from survae_flowify.algebra import Flow, Sequential, Transform
+from survae_flowify.bijections import ActNorm, AffineCoupling, Conv1x1, Reverse, RqCoupling, Squeeze
+from survae_flowify.distributions import StandardNormal
+from survae_flowify.transforms import Dequantize, Slice
+
+__all__ = ["MAXPOOL_DEFAULTS", "abs_flow", "maxpool_flow"]
+
+Pooling = Literal["max", "slice"]
+POOLINGS: tuple[Pooling, ...] = ("max", "slice")
+CouplingKind = Literal["affine", "spline"]
+COUPLING_KINDS: tuple[CouplingKind, ...] = ("affine", "spline")
+SignDensity = Literal["learned", "uniform"]
+SIGN_DENSITIES: tuple[SignDensity, ...] = ("learned", "uniform")
+
+# The toy densities reach |x| ≈ 4.5; after ActNorm's data-dependent start they have unit
+# variance, so splines on [−3, 3] cover them with linear tails beyond.
+ABS_TAIL_BOUND = 3.0
+
+MAXPOOL_DEFAULTS: dict[tuple[int, int], dict[str, int]] = {
+    (8, 8): {"steps": 4, "hidden": 64},     # digits: (4, 4, 4) → pool → (4, 2, 2)
+    (28, 28): {"steps": 6, "hidden": 96},   # MNIST, Fashion-MNIST: (4, 14, 14) → pool → (4, 7, 7)
+}
+"""``survae-maxpool`` by image size (H, W): flow steps per resolution and coupling-network width
+(one pooling layer: 8 → 4 → 2 and 28 → 14 → 7). Other sizes take :func:`maxpool_flow`'s defaults."""
+
+
+def abs_flow(
+    shape: int | tuple[int, ...] = (2,),
+    *,
+    abs: bool = True,
+    couplings: int = 6,
+    num_bins: int = 8,
+    hidden: int = 64,
+    sign_density: SignDensity | None = None,
+) -> Flow:
+    r"""``[Abs] → ActNorm → RqCoupling → Reverse → … → RqCoupling`` over vectors ``(D,)``, base
+    ``N(0, I_D)`` (math in the module docstring).
+
+    - ``abs``: put :class:`~survae_flowify.Abs` first (default) or not (the twin, same bijections).
+    - ``couplings``: the number of :class:`~survae_flowify.RqCoupling` layers (``num_bins`` bins on
+      ``[−3, 3]``, two hidden layers of ``hidden``), a :class:`~survae_flowify.Reverse` between each two.
+    - ``sign_density``: the Abs layer's ``"learned"`` (default) or ``"uniform"`` sign density;
+      only with ``abs=True``.
+    """
+    owner = "abs_flow"
+    event = _checks.shape(owner, "shape", shape)
+    if len(event) != 1 or event[0] < 2:
+        raise ValueError(f"{owner}: shape must be a vector shape (D,) with D >= 2 (e.g. (2,) for "
+                         f"the 2-D toy densities), got {event}")
+    use_abs = _checks.boolean(owner, "abs", abs)
+    couplings = _checks.positive_int(owner, "couplings", couplings)
+    hidden = _checks.positive_int(owner, "hidden", hidden)
+    if sign_density is not None and not use_abs:
+        raise ValueError(f"{owner}: sign_density={sign_density!r} applies only with abs=True "
+                         "(the Abs layer's sign density), got abs=False")
+    parts: OrderedDict[str, Transform] = OrderedDict()
+    if use_abs:
+        density = _checks.choice(owner, "sign_density", sign_density or "learned", SIGN_DENSITIES)
+        parts["abs"] = _abs_layer(event, density, hidden)
+    parts["actnorm"] = ActNorm(event)
+    for k in range(1, couplings + 1):
+        if k > 1:
+            parts[f"reverse{k - 1}"] = Reverse()
+        parts[f"coupling{k}"] = RqCoupling(event, num_bins=num_bins, tail_bound=ABS_TAIL_BOUND,
+                                           hidden=hidden)
+    return Flow(StandardNormal(*event), Sequential(parts))
+
+
+def _abs_layer(event: tuple[int, ...], sign_density: SignDensity, hidden: int) -> Transform:
+    from survae_flowify.surjections import Abs
+
+    return Abs(event, sign_density=sign_density, hidden=hidden)
+
+
+def _check_image(owner: str, shape: object, pools: int) -> tuple[int, int, int]:
+    image = _checks.shape(owner, "shape", shape)
+    if len(image) != 3:
+        raise ValueError(f"{owner}: shape must be an image shape (C, H, W), got {image}")
+    factor = 2 ** (pools + 1)  # the first squeeze, then one halving per pooling layer
+    if image[1] % factor or image[2] % factor:
+        raise ValueError(
+            f"{owner}: images of shape {image} cannot be squeezed once and pooled pools={pools} "
+            f"time(s): H and W must be divisible by 2**{pools + 1} = {factor}, got H={image[1]}, "
+            f"W={image[2]}")
+    return image  # type: ignore[return-value]
+
+
+def _steps(parts: OrderedDict[str, Transform], prefix: str, shape: tuple[int, int, int], steps: int,
+           coupling: CouplingKind, hidden: int) -> None:
+    """Append ``steps`` × (ActNorm → Conv1x1 → coupling) over maps of ``shape``."""
+    make = AffineCoupling if coupling == "affine" else RqCoupling
+    for k in range(1, steps + 1):
+        parts[f"{prefix}_actnorm{k}"] = ActNorm(shape)
+        parts[f"{prefix}_conv1x1_{k}"] = Conv1x1(shape[0])
+        parts[f"{prefix}_coupling{k}"] = make(shape, hidden=hidden)
+
+
+def _reduce(parts: OrderedDict[str, Transform], name: str, pool: Pooling, shape: tuple[int, int, int],
+            hidden: int) -> None:
+    """Halve H and W: ``MaxPool2d(2)``, or ``Squeeze(2)`` then a ``Slice`` keeping ``C`` of ``4C``."""
+    c, h, w = shape
+    if pool == "max":
+        from survae_flowify.surjections import MaxPool2d
+
+        parts[name] = MaxPool2d(2)
+        return
+    parts[f"{name}_squeeze"] = Squeeze(2)
+    parts[f"{name}_slice"] = Slice((4 * c, h // 2, w // 2), c, inverse_density="conditional",
+                                   hidden=hidden)
+
+
+def maxpool_flow(
+    shape: tuple[int, int, int],
+    *,
+    pool: Pooling = "max",
+    pools: int = 1,
+    steps: int = 4,
+    coupling: CouplingKind = "affine",
+    hidden: int = 64,
+    levels: int | None = None,
+) -> Flow:
+    r"""SurVAE's max-pooling flow over images ``shape = (C, H, W)`` (math in the module docstring).
+
+    ``[Dequantize(levels)] → Squeeze(2) → pools × (steps × (ActNorm → Conv1x1 → coupling) →
+    reduction) → steps × (…) → ActNorm``, base ``N(0, I)`` over ``(4C, H/2^{P+1}, W/2^{P+1})``.
+
+    - ``pool``: the reduction, ``"max"`` (:class:`~survae_flowify.MaxPool2d` ``(2)``) or ``"slice"``
+      (``Squeeze(2)`` and a :class:`~survae_flowify.Slice` with a conditional normal for the three
+      quarters it drops: the same sizes).
+    - ``pools``: the number of reductions; ``H`` and ``W`` must be divisible by ``2**(pools + 1)``.
+    - ``steps``: flow steps at every resolution; ``coupling``: ``"affine"``
+      (:class:`~survae_flowify.AffineCoupling`) or ``"spline"`` (:class:`~survae_flowify.RqCoupling`);
+      ``hidden``: the width of the couplings' and the Slice density's conv nets.
+    - ``levels``: prepend ``Dequantize(levels)`` for integer images; ``None`` for continuous data.
+    """
+    owner = "maxpool_flow"
+    pool = _checks.choice(owner, "pool", pool, POOLINGS)
+    pools = _checks.positive_int(owner, "pools", pools)
+    steps = _checks.positive_int(owner, "steps", steps)
+    coupling = _checks.choice(owner, "coupling", coupling, COUPLING_KINDS)
+    hidden = _checks.positive_int(owner, "hidden", hidden)
+    if levels is not None:
+        levels = _checks.integer(owner, "levels", levels, minimum=2)
+    c, h, w = _check_image(owner, shape, pools)
+    parts: OrderedDict[str, Transform] = OrderedDict()
+    if levels is not None:
+        parts["dequantize"] = Dequantize(levels)
+    parts["squeeze"] = Squeeze(2)
+    c, h, w = 4 * c, h // 2, w // 2
+    for p in range(1, pools + 1):
+        _steps(parts, f"scale{p}", (c, h, w), steps, coupling, hidden)
+        _reduce(parts, f"pool{p}", pool, (c, h, w), hidden)
+        h, w = h // 2, w // 2
+    _steps(parts, "final", (c, h, w), steps, coupling, hidden)
+    parts["final_actnorm"] = ActNorm((c, h, w))
+    return Flow(StandardNormal(c, h, w), Sequential(parts))
+
