@@ -5,15 +5,19 @@ r"""SurVAE Flows' experiments as ready models (Nielsen et al. 2020, §5): ``surv
 flips, ``p(x) = p(|x|)\,/\,2^D``: the absolute value folds the ``2^D`` orthants onto one, and the
 rest of the flow only has to model the positive orthant:
 
-$$ x \xrightarrow{\text{Abs}} z_0 = |x| \xrightarrow{\text{ActNorm}} \cdots
-   \xrightarrow{K \times (\text{RqCoupling} \to \text{Reverse})} z_K \sim N(0, I), \qquad
-   \log p(x) = \log p(s \mid |x|) + \log p_{\text{rest}}(|x|), $$
+$$ x \xrightarrow{\text{Abs}} y = |x| \xrightarrow{\text{InverseSoftplus}} \log(e^{y} - 1)
+   \xrightarrow{\text{ActNorm}} \cdots \xrightarrow{K \times (\text{RqCoupling} \to
+   \text{Reverse})} z \sim N(0, I), \qquad
+   \log p(x) = \log p(s \mid y) + \log p_{\text{rest}}(y), $$
 
-``s = \operatorname{sign}(x)`` with ``p(s | z)`` the sign density of :class:`~survae_flowify.Abs`
-(learned Bernoulli logits, or ``½`` per coordinate). The flow is exact: summing
-``p(s | z)`` over the ``2^D`` sign patterns gives 1, so the mass over ``x`` is the mass that the
-rest of the flow puts on the positive orthant (at most 1; training pushes it there).
-``abs=False`` is the twin: the same ActNorm and couplings on ``x`` itself.
+``s = \operatorname{sign}(x)`` with ``p(s | y)`` the sign density of :class:`~survae_flowify.Abs`
+(learned Bernoulli logits, or ``½`` per coordinate). The rest of the flow is a density on the
+positive orthant: :class:`InverseSoftplus` maps ``(0, ∞)^D`` onto ``ℝ^D`` (SurVAE's toy
+experiment does the same with its ``SoftplusInverse`` range flow), so every base draw inverts to
+a valid ``y > 0`` and sampling draws from the density that ``log_prob`` scores. The flow is exact:
+``p(s | y)`` sums to 1 over the ``2^D`` sign patterns, so ``∫ p(x) dx = ∫_{y>0} p_{rest}(y) dy = 1``.
+``abs=False`` is the twin: ActNorm and the same couplings on ``x`` itself (no range map: ``x``
+takes any sign).
 
 **Max-pooling flow** (SurVAE's ``PoolFlow``, images ``(C, H, W)``):
 
@@ -35,13 +39,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Literal
 
-from survae_flowify import _checks
-from survae_flowify.algebra import Flow, Sequential, Transform
+import torch
+from torch import Tensor
+
+from survae_flowify import _checks, _state
+from survae_flowify.algebra import Bijection, Flow, Sequential, Transform
 from survae_flowify.bijections import ActNorm, AffineCoupling, Conv1x1, Reverse, RqCoupling, Squeeze
 from survae_flowify.distributions import StandardNormal
+from survae_flowify.surjections import Abs
 from survae_flowify.transforms import Dequantize, Slice
 
-__all__ = ["MAXPOOL_DEFAULTS", "abs_flow", "maxpool_flow"]
+__all__ = ["MAXPOOL_DEFAULTS", "InverseSoftplus", "abs_flow", "maxpool_flow"]
 
 Pooling = Literal["max", "slice"]
 POOLINGS: tuple[Pooling, ...] = ("max", "slice")
@@ -50,8 +58,8 @@ COUPLING_KINDS: tuple[CouplingKind, ...] = ("affine", "spline")
 SignDensity = Literal["learned", "uniform"]
 SIGN_DENSITIES: tuple[SignDensity, ...] = ("learned", "uniform")
 
-# The toy densities reach |x| ≈ 4.5; after ActNorm's data-dependent start they have unit
-# variance, so splines on [−3, 3] cover them with linear tails beyond.
+# After InverseSoftplus and ActNorm's data-dependent start the toy data has unit variance per
+# coordinate, so splines on [−3, 3] cover nearly all of it, with linear tails beyond.
 ABS_TAIL_BOUND = 3.0
 
 MAXPOOL_DEFAULTS: dict[tuple[int, int], dict[str, int]] = {
@@ -60,6 +68,29 @@ MAXPOOL_DEFAULTS: dict[tuple[int, int], dict[str, int]] = {
 }
 """``survae-maxpool`` by image size (H, W): flow steps per resolution and coupling-network width
 (one pooling layer: 8 → 4 → 2 and 28 → 14 → 7). Other sizes take :func:`maxpool_flow`'s defaults."""
+
+
+class InverseSoftplus(Bijection):
+    r"""``z = \log(e^{y} - 1)`` elementwise: the positive reals onto the real line (any event shape).
+
+    The inverse of ``softplus(z) = log(1 + e^z)``. Computed as ``z = y + log(1 − e^{−y})``, which
+    neither overflows for large ``y`` nor loses ``y`` near 0; contribution
+    ``V = Σ_i log (dz_i/dy_i) = Σ_i −log(1 − e^{−y_i}) = Σ_i (y_i − z_i)``. Inverse
+    ``y = softplus(z)``. Input must be ``> 0``: with validation on, a negative entry raises a
+    ``ValueError``; ``y = 0`` (a set of measure zero, e.g. ``|x|`` of an exact 0) is moved to the
+    smallest positive number of its dtype so that ``z`` stays finite.
+    """
+
+    def _forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if _state.validation_enabled() and y.numel() and bool((y < 0).any()):
+            raise ValueError(f"InverseSoftplus: input must be >= 0 (it maps (0, ∞) onto ℝ), got a "
+                             f"minimum of {float(y.min()):g}")
+        y = y.clamp_min(torch.finfo(y.dtype).tiny)
+        z = y + torch.log(-torch.expm1(-y))
+        return z, (y - z).flatten(1).sum(1)
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        return torch.nn.functional.softplus(z)
 
 
 def abs_flow(
@@ -71,10 +102,11 @@ def abs_flow(
     hidden: int = 64,
     sign_density: SignDensity | None = None,
 ) -> Flow:
-    r"""``[Abs] → ActNorm → RqCoupling → Reverse → … → RqCoupling`` over vectors ``(D,)``, base
-    ``N(0, I_D)`` (math in the module docstring).
+    r"""``[Abs → InverseSoftplus] → ActNorm → RqCoupling → Reverse → … → RqCoupling`` over vectors
+    ``(D,)``, base ``N(0, I_D)`` (math in the module docstring).
 
-    - ``abs``: put :class:`~survae_flowify.Abs` first (default) or not (the twin, same bijections).
+    - ``abs``: put :class:`~survae_flowify.Abs` and :class:`InverseSoftplus` first (default), or
+      not (the twin: the same ActNorm and couplings).
     - ``couplings``: the number of :class:`~survae_flowify.RqCoupling` layers (``num_bins`` bins on
       ``[−3, 3]``, two hidden layers of ``hidden``), a :class:`~survae_flowify.Reverse` between each two.
     - ``sign_density``: the Abs layer's ``"learned"`` (default) or ``"uniform"`` sign density;
@@ -94,7 +126,8 @@ def abs_flow(
     parts: OrderedDict[str, Transform] = OrderedDict()
     if use_abs:
         density = _checks.choice(owner, "sign_density", sign_density or "learned", SIGN_DENSITIES)
-        parts["abs"] = _abs_layer(event, density, hidden)
+        parts["abs"] = Abs(event, sign_density=density, hidden=hidden)
+        parts["positive_to_real"] = InverseSoftplus()
     parts["actnorm"] = ActNorm(event)
     for k in range(1, couplings + 1):
         if k > 1:
@@ -102,12 +135,6 @@ def abs_flow(
         parts[f"coupling{k}"] = RqCoupling(event, num_bins=num_bins, tail_bound=ABS_TAIL_BOUND,
                                            hidden=hidden)
     return Flow(StandardNormal(*event), Sequential(parts))
-
-
-def _abs_layer(event: tuple[int, ...], sign_density: SignDensity, hidden: int) -> Transform:
-    from survae_flowify.surjections import Abs
-
-    return Abs(event, sign_density=sign_density, hidden=hidden)
 
 
 def _check_image(owner: str, shape: object, pools: int) -> tuple[int, int, int]:
