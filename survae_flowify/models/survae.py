@@ -27,11 +27,12 @@ $$ \text{Dequantize} \to \text{Squeeze}(2) \to
 
 each :class:`~survae_flowify.MaxPool2d` keeping the maximum of every ``2 × 2`` patch,
 ``(4C, h, w) → (4C, h/2, w/2)``: three quarters of the dimensions go, scored by
-``log p(index) + Σ log p(gap | z)`` (exact). The twin ``pool="slice"`` drops the same number of
-dimensions with :class:`~survae_flowify.Squeeze` ``(2)`` and a :class:`~survae_flowify.Slice`
-keeping the first quarter of the channels, ``(4C, h, w) → (16C, h/2, w/2) → (4C, h/2, w/2)``,
-with a conditional normal for what it drops. Both are exact; their bits/dim compare which
-reduction loses less (``benchmarks/survae.py``).
+``log p(index | z) + Σ log p(gap | z)`` (exact; a conv net on ``z`` predicts the index logits and
+the gaps' scales). The twin ``pool="slice"`` drops the same number of dimensions with
+:class:`~survae_flowify.Squeeze` ``(2)`` and a :class:`~survae_flowify.Slice` keeping the first
+quarter of the channels, ``(4C, h, w) → (16C, h/2, w/2) → (4C, h/2, w/2)``, with a conditional
+normal (a conv net on what it keeps) for what it drops: both reductions see ``z`` alike. Both are
+exact; their bits/dim compare which reduction loses less (``benchmarks/survae.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from survae_flowify import _checks, _state
 from survae_flowify.algebra import Bijection, Flow, Sequential, Transform
 from survae_flowify.bijections import ActNorm, AffineCoupling, Conv1x1, Reverse, RqCoupling, Squeeze
 from survae_flowify.distributions import StandardNormal
-from survae_flowify.surjections import Abs
+from survae_flowify.surjections import Abs, MaxPool2d
 from survae_flowify.transforms import Dequantize, Slice
 
 __all__ = ["MAXPOOL_DEFAULTS", "InverseSoftplus", "abs_flow", "maxpool_flow"]
@@ -165,9 +166,7 @@ def _reduce(parts: OrderedDict[str, Transform], name: str, pool: Pooling, shape:
     """Halve H and W: ``MaxPool2d(2)``, or ``Squeeze(2)`` then a ``Slice`` keeping ``C`` of ``4C``."""
     c, h, w = shape
     if pool == "max":
-        from survae_flowify.surjections import MaxPool2d
-
-        parts[name] = MaxPool2d(2)
+        parts[name] = MaxPool2d(2, channels=c, inverse_density="conditional", hidden=hidden)
         return
     parts[f"{name}_squeeze"] = Squeeze(2)
     parts[f"{name}_slice"] = Slice((4 * c, h // 2, w // 2), c, inverse_density="conditional",
@@ -189,13 +188,14 @@ def maxpool_flow(
     ``[Dequantize(levels)] → Squeeze(2) → pools × (steps × (ActNorm → Conv1x1 → coupling) →
     reduction) → steps × (…) → ActNorm``, base ``N(0, I)`` over ``(4C, H/2^{P+1}, W/2^{P+1})``.
 
-    - ``pool``: the reduction, ``"max"`` (:class:`~survae_flowify.MaxPool2d` ``(2)``) or ``"slice"``
-      (``Squeeze(2)`` and a :class:`~survae_flowify.Slice` with a conditional normal for the three
-      quarters it drops: the same sizes).
+    - ``pool``: the reduction, ``"max"`` (:class:`~survae_flowify.MaxPool2d` ``(2)`` with its
+      ``"conditional"`` inverse density) or ``"slice"`` (``Squeeze(2)`` and a
+      :class:`~survae_flowify.Slice` with a conditional normal for the three quarters it drops:
+      the same sizes).
     - ``pools``: the number of reductions; ``H`` and ``W`` must be divisible by ``2**(pools + 1)``.
     - ``steps``: flow steps at every resolution; ``coupling``: ``"affine"``
       (:class:`~survae_flowify.AffineCoupling`) or ``"spline"`` (:class:`~survae_flowify.RqCoupling`);
-      ``hidden``: the width of the couplings' and the Slice density's conv nets.
+      ``hidden``: the width of the couplings' conv nets and of the reduction's density network.
     - ``levels``: prepend ``Dequantize(levels)`` for integer images; ``None`` for continuous data.
     """
     owner = "maxpool_flow"
