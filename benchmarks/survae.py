@@ -76,7 +76,7 @@ def main_(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("maxpool", "abs", "all"), default="maxpool",
                         help="which comparison (default maxpool)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of every run (default 1500)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of every run (default 1000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="initial learning rate (default 2e-3)")
