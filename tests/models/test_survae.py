@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +222,18 @@ def test_an_option_of_the_other_twin_is_refused(tmp_path, capsys) -> None:
     assert main(["train", "--model", "survae-abs", "--dataset", "moons", "--model-option", "abs=false",
                  "--model-option", "sign_density=uniform", *TRAIN, "--out", str(tmp_path / "r")]) == 2
     assert "only with abs=True" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # four tiny CLI trainings, ~10–30 s under load
+def test_benchmark_prints_both_pairs(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "survae.py"
+    result = subprocess.run([sys.executable, str(script), "--part", "all", "--steps", "2", "--toy", "moons"],
+                            capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (("survae-maxpool", "digits", "MaxPool2d"), ("survae-maxpool", "digits", "Slice"),
+            ("survae-abs", "moons", "Abs"), ("survae-abs", "moons", "no Abs"))
+    for model, dataset, twin in rows:
+        row = f"{model:<15} {dataset:<16} {twin:<10} seed 0: test "
+        assert row in result.stdout, result.stdout
+    means = [line for line in result.stdout.splitlines() if "mean over 1 seed(s)" in line]
+    assert len(means) == 4 and sum("test bpd" in line for line in means) == 2, result.stdout
