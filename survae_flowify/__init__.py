@@ -28,6 +28,7 @@ from survae_flowify.conversion import flowify, register_converter
 from survae_flowify.distributions import ConditionalNormal, DiagonalNormal, StandardNormal
 from survae_flowify.distributions.mixture import MixtureOfGaussians
 from survae_flowify.layers import Conv2d, Linear, Pad, PatchLinear, Residual, Unfold
+from survae_flowify.surjections import Abs, MaxPool2d, Sort, StochasticPermutation
 from survae_flowify.transforms import (
     Augment,
     Dequantize,
@@ -43,6 +44,7 @@ from survae_flowify.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Abs",
     "ActNorm",
     "AffineCoupling",
     "Augment",
@@ -61,6 +63,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MaskedAutoregressive",
+    "MaxPool2d",
     "MixtureOfGaussians",
     "NflowsBijection",
     "Pad",
@@ -74,8 +77,10 @@ __all__ = [
     "RqSpline",
     "Sequential",
     "Slice",
+    "Sort",
     "Squeeze",
     "StandardNormal",
+    "StochasticPermutation",
     "Transform",
     "Unfold",
     "flowify",

@@ -95,7 +95,8 @@ class Abs(InferenceSurjection):
         z = x.abs()
         if self.net is None:
             return z, x.new_full((x.shape[0],), -_LOG_2 * math.prod(x.shape[1:]))
-        signed = torch.where(x < 0, -1.0, 1.0).to(x.dtype) * self.sign_logits(z, context)
+        logits = self.sign_logits(z, context)
+        signed = torch.where(x < 0, -logits, logits)  # s ℓ
         return z, -F.softplus(-signed).flatten(1).sum(1)  # log σ(s ℓ)
 
     def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:

@@ -39,8 +39,9 @@ class MaxPool2d(InferenceSurjection):
     entry costs linearly, not quadratically). ``inverse_density`` chooses ``ℓ`` and ``s``:
 
     * ``"fixed"``: uniform index (``ℓ = 0``) and ``s = 1``; no parameters;
-    * ``"learned"`` (default): ``ℓ`` and ``log s`` learned per channel and patch entry (shared over
-      channels when ``channels`` is ``None``), independent of ``z``;
+    * ``"learned"`` (default): ``ℓ`` (parameter ``index_logits``) and ``raw`` (``raw_gap_scale``,
+      below) learned per channel and patch entry, shape ``(C, k², 1, 1)`` (``(1, k², 1, 1)``,
+      shared over channels, when ``channels`` is ``None``), independent of ``z``;
     * ``"conditional"``: a small fully convolutional net of widths ``hidden`` on ``z`` (needs
       ``channels``) predicts ``ℓ`` and ``log s`` for every patch; with ``context_features=k`` it
       also sees a flow context ``(B, k)`` as extra channels. Its last layer starts at zero.
@@ -77,8 +78,8 @@ class MaxPool2d(InferenceSurjection):
         self.net: ConvNet | None = None
         if inverse_density == "learned":
             size = 1 if channels is None else channels
-            self.logits = nn.Parameter(torch.zeros(size, entries, 1, 1))
-            self.log_scale = nn.Parameter(torch.zeros(size, entries, 1, 1))
+            self.index_logits = nn.Parameter(torch.zeros(size, entries, 1, 1))
+            self.raw_gap_scale = nn.Parameter(torch.zeros(size, entries, 1, 1))
         elif inverse_density == "conditional":
             if channels is None:
                 raise ValueError("MaxPool2d: inverse_density='conditional' needs channels= (its net "
@@ -105,7 +106,7 @@ class MaxPool2d(InferenceSurjection):
             zero = z.new_zeros(())
             return zero - math.log(entries), zero
         if self.net is None:
-            logits, raw = self.logits, self.log_scale
+            logits, raw = self.index_logits, self.raw_gap_scale
         else:
             c = None if context is None else context.to(z.dtype)
             b, ch, h, w = z.shape
@@ -147,16 +148,23 @@ class MaxPool2d(InferenceSurjection):
         shape = (b, c, self.kernel_size**2, h, w)
         log_pi, log_s = self.densities(z, context)
         log_pi, scale = log_pi.expand(shape), torch.exp(log_s).expand(shape)
+        # (max(...).indices, not argmax: measured 3 ms against 26 ms for this strided reduction
+        # on (256, 1, 4, 14, 14), one thread; −log(1 − U) for Exp(1) draws: 6 ms against 16 ms
+        # for Tensor.exponential_.)
         if mean:
-            index = log_pi.argmax(dim=2, keepdim=True)
+            index = log_pi.max(dim=2, keepdim=True).indices
             gaps = scale.clone()
         else:
-            # Gumbel-max: argmax(log π − log E), E ~ Exp(1), is a draw of the categorical π.
-            unit = torch.empty(shape, dtype=z.dtype, device=z.device).exponential_()
-            index = (log_pi - unit.log()).argmax(dim=2, keepdim=True)
-            gaps = scale * torch.empty(shape, dtype=z.dtype, device=z.device).exponential_()
+            # Gumbel-max: argmax_j (log π_j − log E_j), E ~ Exp(1), is a draw of the categorical π.
+            index = (log_pi - _unit_exponential(shape, z).log()).max(dim=2, keepdim=True).indices
+            gaps = scale * _unit_exponential(shape, z)
         gaps = gaps.scatter(2, index, 0.0)  # the maximum's own entry is z itself, exactly
         return self._image(z.unsqueeze(2) - gaps)
+
+
+def _unit_exponential(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """``Exp(1)`` draws ``−log(1 − U)``, ``U ~ U[0, 1)`` (finite: ``1 − U > 0``)."""
+    return -torch.log1p(-torch.rand(shape, dtype=like.dtype, device=like.device))
 
 
 def _take(values: Tensor, index: Tensor, shape: torch.Size) -> Tensor:

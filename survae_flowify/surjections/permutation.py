@@ -21,9 +21,10 @@ def check_vectors(layer: nn.Module, t: Tensor, what: str) -> None:
 def permute_randomly(t: Tensor) -> Tensor:
     """``t`` (``(B, D)``) with each row's entries in an independent, uniformly random order.
 
-    The order is ``argsort`` of ``B × D`` uniforms (ties have probability zero), drawn from the
-    global generator, so ``torch.manual_seed`` fixes it."""
-    order = torch.rand(t.shape, device=t.device).argsort(dim=1)
+    The order is ``argsort`` of ``B × D`` uniforms drawn from the global generator (so
+    ``torch.manual_seed`` fixes it), in float64: float32's 2²⁴ values would tie (and bias the
+    order) in a few percent of rows already at ``D = 1000``."""
+    order = torch.rand(t.shape, dtype=torch.float64, device=t.device).argsort(dim=1)
     return t.gather(1, order)
 
 

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import survae_flowify as ffn
 from survae_flowify.surjections import MaxPool2d
 from survae_flowify.testing import perturb_parameters
-from survae_flowify.testing.strategies import batches
+from survae_flowify.testing.strategies import batches, dtypes
 
 N = 200_000
 
@@ -136,10 +137,11 @@ class _Offset(ffn.Bijection):
 
 
 @settings(max_examples=30, deadline=None)
-@given(z=batches((2, 2, 3)))
-def test_right_inverse_holds_exactly(z: torch.Tensor) -> None:
+@given(data=st.data(), dtype=dtypes())
+def test_right_inverse_holds_exactly(data: st.DataObject, dtype: torch.dtype) -> None:
+    z = data.draw(batches((2, 2, 3), dtype=dtype))
     for kind in ("fixed", "learned", "conditional"):
-        layer = MaxPool2d(2, channels=2, inverse_density=kind, hidden=4).double()
+        layer = MaxPool2d(2, channels=2, inverse_density=kind, hidden=4).to(dtype)
         perturb_parameters(layer, scale=1.0, seed=2)
         for mean in (False, True):
             x = layer.inverse(z, mean=mean)
@@ -164,8 +166,8 @@ def test_learned_index_and_scales_shape_the_inverse() -> None:
     torch.manual_seed(0)
     layer = MaxPool2d(2, channels=1)
     with torch.no_grad():
-        layer.logits.copy_(torch.tensor([0.0, 0.0, 0.0, 2.0]).view(1, 4, 1, 1))
-        layer.log_scale.fill_(5 * math.atanh(math.log(0.5) / 5))  # through the soft bound: s = 0.5
+        layer.index_logits.copy_(torch.tensor([0.0, 0.0, 0.0, 2.0]).view(1, 4, 1, 1))
+        layer.raw_gap_scale.fill_(5 * math.atanh(math.log(0.5) / 5))  # through the soft bound: s = 0.5
     z = torch.zeros(20_000, 1, 1, 1)
     x = layer.inverse(z).view(-1, 4)
     share = (x == 0).double().mean(0)

@@ -9,11 +9,12 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import survae_flowify as ffn
 from survae_flowify.surjections import Sort
 from survae_flowify.testing import perturb_parameters
-from survae_flowify.testing.strategies import batches
+from survae_flowify.testing.strategies import batches, dtypes
 from tests.surjections._grid import ConeToPlane, grid_2d, mass
 
 
@@ -95,9 +96,9 @@ def test_contribution_is_minus_log_d_factorial() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=batches((4,)))
-def test_right_inverse_holds_exactly(x: torch.Tensor) -> None:
-    z = x.sort(1).values
+@given(data=st.data(), dtype=dtypes())
+def test_right_inverse_holds_exactly(data: st.DataObject, dtype: torch.dtype) -> None:
+    z = data.draw(batches((4,), dtype=dtype)).sort(1).values
     for mean in (False, True):
         assert torch.equal(Sort()(Sort().inverse(z, mean=mean))[0], z)
 
