@@ -40,14 +40,19 @@ TOY_SETS = ("checkerboard", "eight-gaussians", "circles")
 def train(out: Path, model: str, dataset: str, options: list[str], *, steps: int, seed: int,
           batch_size: int, lr: float) -> dict:
     """One quiet CLI training run; its ``summary.json``."""
+    # --epochs as large as the steps: the default of 10 epochs would otherwise cap the schedule
     argv = ["train", "--model", model, "--dataset", dataset, *options, "--max-steps", str(steps),
+            "--epochs", str(steps),
             "--batch-size", str(batch_size), "--lr", str(lr), "--seed", str(seed), "--threads", "1",
             "--device", "cpu", "--valid-every", "0", "--quiet", "--no-plots", "--out", str(out)]
     with open(out.parent / f"{out.name}.stdout", "w") as sink, contextlib.redirect_stdout(sink):
         rc = main(argv)
     if rc != 0:
         raise SystemExit(f"training failed (exit {rc}): survae-flowify {' '.join(argv)}")
-    return json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    if summary["steps"] != steps:
+        raise SystemExit(f"trained {summary['steps']} steps, not {steps}: survae-flowify {' '.join(argv)}")
+    return summary
 
 
 def compare(root: Path, model: str, dataset: str, twins: dict[str, list[str]], args: argparse.Namespace,
