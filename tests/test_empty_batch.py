@@ -15,7 +15,7 @@ import torch
 import survae_flowify as ffn
 from survae_flowify import models
 
-_SHAPES = {"tabular-mlp": (6,), "small-mlp": (6,)}
+_SHAPES = {"tabular-mlp": (6,), "small-mlp": (6,), "survae-abs": (2,)}
 _IMAGE = (1, 28, 28)
 
 

@@ -94,7 +94,7 @@ def test_every_model_trains_one_step_without_nflows() -> None:
         import survae_flowify as ffn
         from survae_flowify import models
         torch.manual_seed(0)
-        VECTOR = {"tabular-mlp": (6,)}
+        VECTOR = {"tabular-mlp": (6,), "survae-abs": (2,)}
         for name in models.MODEL_NAMES:
             shape = VECTOR.get(name, (1, 28, 28))
             levels = {} if name in VECTOR else {"levels": 256}

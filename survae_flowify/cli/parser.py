@@ -71,7 +71,9 @@ def _add_train(sub: Any, func: Callable[..., int]) -> None:
           "one thread (~2 minutes); paper: the paper's schedule (200 epochs for 28x28 images, 1000 "
           "for CIFAR-10). Flags override it")
     b.add("--model", help="model name, e.g. fmlp, fconv1, fconv2, fconv1-nsf, fconv2-nsf, "
-          "glow, tabular-mlp, small-mlp, small-conv (see `survae-flowify list`); default depends on the data")
+          "glow, tabular-mlp, small-mlp, small-conv, survae-abs (2-D toys; --model-option "
+          "abs=false: its twin), survae-maxpool (images; pool=slice: its twin) (see "
+          "`survae-flowify list`); default depends on the data")
     b.add("--dataset", help="data set, e.g. digits (default, no download), fashion-mnist, mnist, "
           "cifar10, power, gas, hepmass, miniboone, bsds300, moons, checkerboard (see `list`)")
     b.add("--model-option", action="append", metavar="KEY=VALUE",

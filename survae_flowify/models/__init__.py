@@ -23,10 +23,12 @@ from survae_flowify.models.paper import (
     tabular_mlp,
 )
 from survae_flowify.models.small import small_conv, small_mlp
+from survae_flowify.models.survae import MAXPOOL_DEFAULTS, abs_flow, maxpool_flow
 
 __all__ = [
     "MODEL_NAMES",
     "OneHot",
+    "abs_flow",
     "build",
     "fconv1",
     "fconv1_nsf",
@@ -34,6 +36,7 @@ __all__ = [
     "fconv2_nsf",
     "fmlp",
     "image_flow",
+    "maxpool_flow",
     "mlp_flow",
     "multiscale",
     "paper_parameter_counts",
@@ -47,7 +50,8 @@ _PAPER: dict[str, Callable[..., Flow]] = {
     "fmlp": fmlp, "fconv1": fconv1, "fconv2": fconv2, "fconv1-nsf": fconv1_nsf,
     "fconv2-nsf": fconv2_nsf,
 }
-MODEL_NAMES: tuple[str, ...] = (*_PAPER, "tabular-mlp", "small-mlp", "small-conv", "glow")
+MODEL_NAMES: tuple[str, ...] = (*_PAPER, "tabular-mlp", "small-mlp", "small-conv", "glow", "survae-abs",
+                                "survae-maxpool")
 
 # ``glow`` by image size (H, W): scales, steps per scale, coupling-network width. Sized so a
 # training step stays within a few times that of the paper's models of the same data set.
@@ -77,6 +81,9 @@ def build(name: str, data_shape: tuple[int, ...], **kwargs: object) -> Flow:
     the width of the conditional inverse densities' networks, 64 by default; ``hidden=1635`` gives
     FMLP-MNIST the official code's 5.50 M parameters). ``glow`` is :func:`multiscale` with
     defaults by image size (8×8: 2 scales of 4 steps; 28×28: 2 of 8; 32×32: 3 of 8).
+    ``survae-abs`` is :func:`abs_flow` (vectors; ``abs=False``: the twin without ``Abs``),
+    ``survae-maxpool`` is :func:`maxpool_flow` with defaults by image size (``pool="slice"``:
+    the twin with ``Squeeze`` + ``Slice`` in place of ``MaxPool2d``).
     """
     data_shape = tuple(data_shape)
     if name in _PAPER:
@@ -96,6 +103,14 @@ def build(name: str, data_shape: tuple[int, ...], **kwargs: object) -> Flow:
         if len(data_shape) != 3:
             raise ValueError(f"model 'glow' needs (C, H, W) images, got shape {data_shape}")
         return multiscale(data_shape, **{**_GLOW_DEFAULTS.get(data_shape[1:], {}), **kwargs})  # type: ignore[arg-type]
+    if name == "survae-abs":
+        kwargs.pop("levels", None)  # continuous toy data; nothing to dequantize
+        return abs_flow(data_shape, **kwargs)  # type: ignore[arg-type]
+    if name == "survae-maxpool":
+        if len(data_shape) != 3:
+            raise ValueError(f"model 'survae-maxpool' needs (C, H, W) images, got shape {data_shape}")
+        defaults = MAXPOOL_DEFAULTS.get(data_shape[1:], {})
+        return maxpool_flow(data_shape, **{**defaults, **kwargs})  # type: ignore[arg-type]
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
 
 
