@@ -118,8 +118,11 @@ def test_closed_form_still_holds_after_training_steps() -> None:
     a_d = (eye - w_inv) / (2 * math.sqrt(2)) @ torch.diag(torch.exp(density.log_scale.detach()))
     mean = -0.5 * w_inv @ f.bias.detach() + (eye - w_inv) / (2 * math.sqrt(2)) @ density.loc.detach()
     exact = torch.distributions.MultivariateNormal(mean, a_z @ a_z.T + a_d @ a_d.T).log_prob(x)
+    # The IW estimate's weights are heavy-tailed here (the trained inverse density is far from the
+    # posterior): with 40,000 unseeded samples one draw in a few landed 0.03 above the exact value.
+    torch.manual_seed(11)
     with torch.no_grad():
-        iw = flow.log_prob(x, num_samples=40_000, chunk_size=20_000)
+        iw = flow.log_prob(x, num_samples=200_000, chunk_size=50_000)
     assert (iw <= exact + 0.02).all() and (exact - iw).max() < 0.05, (iw, exact)
 
 
