@@ -12,6 +12,7 @@ from torch import nn
 
 from survae_flowify.algebra import Flow
 from survae_flowify.models.builders import OneHot, image_flow, mlp_flow
+from survae_flowify.models.fconv_maf import fconv_maf
 from survae_flowify.models.multiscale import multiscale
 from survae_flowify.models.paper import (
     IMAGE_SHAPES,
@@ -34,6 +35,7 @@ __all__ = [
     "fconv1_nsf",
     "fconv2",
     "fconv2_nsf",
+    "fconv_maf",
     "fmlp",
     "image_flow",
     "maxpool_flow",
@@ -50,8 +52,8 @@ _PAPER: dict[str, Callable[..., Flow]] = {
     "fmlp": fmlp, "fconv1": fconv1, "fconv2": fconv2, "fconv1-nsf": fconv1_nsf,
     "fconv2-nsf": fconv2_nsf,
 }
-MODEL_NAMES: tuple[str, ...] = (*_PAPER, "tabular-mlp", "small-mlp", "small-conv", "glow", "survae-abs",
-                                "survae-maxpool")
+MODEL_NAMES: tuple[str, ...] = (*_PAPER, "tabular-mlp", "small-mlp", "small-conv", "glow", "fconv-maf",
+                                "survae-abs", "survae-maxpool")
 
 # ``glow`` by image size (H, W): scales, steps per scale, coupling-network width. Sized so a
 # training step stays within a few times that of the paper's models of the same data set.
@@ -111,6 +113,10 @@ def build(name: str, data_shape: tuple[int, ...], **kwargs: object) -> Flow:
             raise ValueError(f"model 'survae-maxpool' needs (C, H, W) images, got shape {data_shape}")
         defaults = MAXPOOL_DEFAULTS.get(data_shape[1:], {})
         return maxpool_flow(data_shape, **{**defaults, **kwargs})  # type: ignore[arg-type]
+    if name == "fconv-maf":
+        if len(data_shape) != 3:
+            raise ValueError(f"model 'fconv-maf' needs (C, H, W) images, got shape {data_shape}")
+        return fconv_maf(data_shape, **kwargs)  # type: ignore[arg-type]
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
 
 
