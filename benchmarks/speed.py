@@ -11,10 +11,10 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   Householder rotations and with the rotation-free ``parametrization="gram"``;
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
 * the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
-  parameters): the fast kernel vs the old one (``benchmarks/_baseline_rq.py``, swapped in for
-  the same layer) vs nflows' function vs LeakyReLU; and (group ``spline-kernels``) the FMLP-MNIST
-  and FCONV1-MNIST train step and eval ``log_prob`` with the fast and with the old spline kernel,
-  against the plain twin;
+  parameters): the fast kernel (closed-form backward) vs the same layer on ``backend="autograd"``
+  (the same formulas differentiated by autograd, as the kernel was before) vs nflows' function vs
+  LeakyReLU; and (group ``spline-kernels``) the FMLP-MNIST and FCONV1-MNIST train step and eval
+  ``log_prob`` with the closed-form and with the autograd backward, against the plain twin;
 * ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
   392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
   with the same mask, bins, tails and network (nflows' ``MLP``), forward and forward+backward;
@@ -243,61 +243,27 @@ def elementwise_runners(
     return forward, backward
 
 
-class _BaselineKernel:
-    """While active, ``RqSpline(backend="fast")`` runs the kernel as it was before its
-    closed-form backward (``benchmarks/_baseline_rq.py``): the old code path, timed in the same
-    run as the new one. Each spline of ``model`` keeps one eval-mode table cache per kernel
-    (the two kernels' tables differ), swapped in and out here."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.splines = [m for m in model.modules() if isinstance(m, ffn.RqSpline)]
-        self.caches: dict[int, dict] = {}
-
-    def _swap_caches(self) -> None:
-        for m in self.splines:
-            mine = self.caches.pop(id(m), {})
-            self.caches[id(m)] = m.__dict__.pop("_derived_cache", {})
-            m.__dict__["_derived_cache"] = mine
-
-    def __enter__(self) -> None:
-        from survae_flowify.transforms import spline
-
-        here = str(Path(__file__).resolve().parent)
-        if here not in sys.path:
-            sys.path.insert(0, here)
-        import _baseline_rq
-
-        self._saved = spline.rq_tables, spline.rq_apply
-        spline.rq_tables = _baseline_rq.rq_tables
-        spline.rq_apply = _baseline_apply
-        self._swap_caches()
-
-    def __exit__(self, *exc: object) -> None:
-        from survae_flowify.transforms import spline
-
-        spline.rq_tables, spline.rq_apply = self._saved
-        self._swap_caches()
-
-
-def _baseline_apply(inputs: torch.Tensor, tables: object, *, closed_form: bool = True) -> object:
-    import _baseline_rq
-
-    return _baseline_rq.rq_apply(inputs, tables)
-
-
-def with_baseline_kernel(fn: Callable[[], object], model: nn.Module) -> Callable[[], None]:
-    """``fn`` (which runs ``model``) called with the old spline kernel swapped in."""
-    kernel = _BaselineKernel(model)
+def with_autograd_backward(fn: Callable[[], object], model: nn.Module) -> Callable[[], None]:
+    """``fn`` (which runs ``model``) with every ``RqSpline`` of ``model`` on ``backend="autograd"``:
+    the same tables and formulas as the fast kernel, differentiated by autograd instead of the
+    closed-form backward (what the kernel did before it had one), timed in the same run."""
+    splines = [m for m in model.modules() if isinstance(m, ffn.RqSpline)]
 
     def run() -> None:
-        with kernel:
+        for m in splines:
+            m.backend = "autograd"
+        try:
             fn()
+        finally:
+            for m in splines:
+                m.backend = "fast"
     return run
 
 
 def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
     """Layers with input validation off, so the kernels themselves are timed: the fast kernel
-    against the old one (same layer, same parameters, interleaved), nflows' and LeakyReLU. The
+    against the same layer differentiated by autograd (``with_autograd_backward``: same parameters,
+    interleaved), nflows' and LeakyReLU. The
     backward differentiates the input and the spline's parameters."""
     gen = torch.Generator().manual_seed(0)
     x = (1.5 * torch.randn(SPLINE_SHAPE, generator=gen)).to(args.device)
@@ -320,11 +286,11 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
     with ffn.validation(False):
         for what, make in (("forward", forward), ("fwd+bwd", backward)):
             contenders = {k: make(v) for k, v in layers.items()}
-            contenders["old"] = with_baseline_kernel(make(layers["fast"]), layers["fast"])
+            contenders["old"] = with_autograd_backward(make(layers["fast"]), layers["fast"])
             t = interleaved(contenders, repeats=repeats, warmup=args.warmup, sync=sync)
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "LeakyReLU", t["leaky"]))
-            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "old kernel", t["old"]))
-            rows.append(Row(f"RqSpline {shape} {what}: old kernel", t["old"], "LeakyReLU", t["leaky"]))
+            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "autograd backward", t["old"]))
+            rows.append(Row(f"RqSpline {shape} {what}: autograd backward", t["old"], "LeakyReLU", t["leaky"]))
             rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "fast spline", t["fast"]))
     return rows
 
@@ -332,7 +298,7 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
 def compare_spline_kernels(label: str, name: str, plain: nn.Module, images: torch.Tensor,
                            args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
     """A paper model's (conditional inverse densities) train step and eval ``log_prob`` with the
-    fast spline kernel and with the old one, and the plain twin, interleaved."""
+    fast spline kernel and with its autograd backward, and the plain twin, interleaved."""
     flow = flowified(name).to(args.device)
     perturb_parameters(flow, scale=0.3, seed=0)  # splines off their identity start
     plain = plain.to(args.device)
@@ -340,12 +306,12 @@ def compare_spline_kernels(label: str, name: str, plain: nn.Module, images: torc
     new_step = train_step(flow, lambda: -flow.log_prob(images).mean())
     flow.train()
     t = interleaved(
-        {"new": new_step, "old": with_baseline_kernel(new_step, flow),
+        {"new": new_step, "old": with_autograd_backward(new_step, flow),
          "plain": train_step(plain, lambda: plain(flat).pow(2).mean())},
         repeats=args.repeats, warmup=args.warmup, sync=sync,
     )
     rows = [Row(f"{label} train step: fast spline", t["new"], "plain net", t["plain"]),
-            Row(f"{label} train step: old spline", t["old"], "plain net", t["plain"])]
+            Row(f"{label} train step: autograd backward", t["old"], "plain net", t["plain"])]
     flow.eval()
 
     @torch.no_grad()
@@ -356,10 +322,10 @@ def compare_spline_kernels(label: str, name: str, plain: nn.Module, images: torc
     def plain_eval() -> None:
         plain(flat)
 
-    t = interleaved({"new": flow_eval, "old": with_baseline_kernel(flow_eval, flow), "plain": plain_eval},
+    t = interleaved({"new": flow_eval, "old": with_autograd_backward(flow_eval, flow), "plain": plain_eval},
                     repeats=args.repeats, warmup=args.warmup, sync=sync)
     rows += [Row(f"{label} eval log_prob: fast spline", t["new"], "plain forward", t["plain"]),
-             Row(f"{label} eval log_prob: old spline", t["old"], "plain forward", t["plain"])]
+             Row(f"{label} eval log_prob: autograd backward", t["old"], "plain forward", t["plain"])]
     return rows
 
 
@@ -733,7 +699,7 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
         return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     if group == "spline":
         return compare_spline(args, sync)
-    if group == "spline-kernels":  # the old kernel against the fast one inside the whole models
+    if group == "spline-kernels":  # the closed-form backward against autograd's inside whole models
         return (compare_spline_kernels("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync)
                 + compare_spline_kernels("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync))
     if group == "coupling":
