@@ -61,6 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from survae_flowify import _checks
+from survae_flowify._cache import ParameterCache
 from survae_flowify.algebra.transform import (
     Bijection,
     GenerativeSurjection,
@@ -110,7 +111,7 @@ def _mix(matrices: Tensor, spectrum: Tensor) -> Tensor:
     return torch.einsum("hwoi,bihw->bohw", matrices, spectrum)
 
 
-class FourierConv2d(Transform):
+class FourierConv2d(ParameterCache, Transform):
     r"""Flowified circular convolution with full-size kernels, parametrised in the Fourier domain
     (appendix H); see the module docstring for the math.
 
@@ -222,9 +223,20 @@ class FourierConv2d(Transform):
         return (self.out_channels, *self.image_size)
 
     # ----------------------------------------------------------------- per-frequency factors
+    def _factor_parameters(self) -> list[Tensor]:
+        return [t for t in (self.u_pairs, self.v_pairs, self.u_real, self.v_real, self.log_sigma_pairs,
+                            self.log_sigma_real) if t is not None]
+
     def _factors(self) -> tuple[Tensor, Tensor, Tensor]:
         """``U (F, C_out, C_out)``, ``V (F, C_in, C_in)`` complex and ``σ (F, r)`` real for the
-        ``F = P + S`` independent frequencies, pairs first (the self-conjugate ``U``, ``V`` real)."""
+        ``F = P + S`` independent frequencies, pairs first (the self-conjugate ``U``, ``V`` real).
+
+        A batched solve (or exponential) per call in training; in eval mode built once and reused
+        while the parameters are unchanged (:mod:`survae_flowify._cache`)."""
+        return self._derived("factors", self._factor_parameters(), self._build_factors,
+                             extra=self.rotation)
+
+    def _build_factors(self) -> tuple[Tensor, Tensor, Tensor]:
         p, s = self.layout.pairs, self.layout.self_conjugate
         co, ci = self.out_channels, self.in_channels
         like = self.log_sigma_real
@@ -252,9 +264,12 @@ class FourierConv2d(Transform):
     def _spectrum_matrices(self) -> Tensor:
         """``M(f) = U Σ V^H`` restricted to the ``r`` singular directions, on the rfft2 grid
         ``(H, ⌊W/2⌋+1, C_out, C_in)``."""
-        u, v, sigma = self._factors()
-        r = self.rank
-        return self._on_grid((u[..., :r] * sigma[:, None, :].to(u.dtype)) @ v[..., :r].mH)
+        def build() -> Tensor:
+            u, v, sigma = self._factors()
+            r = self.rank
+            return self._on_grid((u[..., :r] * sigma[:, None, :].to(u.dtype)) @ v[..., :r].mH)
+
+        return self._derived("spectrum", self._factor_parameters(), build, extra=self.rotation)
 
     @property
     def weight(self) -> Tensor:
