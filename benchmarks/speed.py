@@ -188,22 +188,32 @@ def train_step(model: nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[
 
 def compare_model(
     label: str, name: str, plain: nn.Module, images: torch.Tensor, args: argparse.Namespace,
-    sync: Callable[[], None], goals: tuple[str, str], **model_kwargs: object,
+    sync: Callable[[], None], goals: tuple[str, str],
+    variants: dict[str, Callable[[Callable[[], None], nn.Module], Callable[[], None]]] | None = None,
+    **model_kwargs: object,
 ) -> list[Row]:
+    """The model's train step and eval ``log_prob`` against the plain twin's, interleaved.
+
+    ``variants`` maps a row suffix to a wrapper ``(call, flow) -> call`` (e.g.
+    :func:`with_autograd_backward`), timed in the same rounds and reported as extra rows.
+    """
+    variants = variants or {}
     flow = flowified(name, **model_kwargs)
     flow, plain = flow.to(args.device), plain.to(args.device)
     flat = images.float() / LEVELS
+
+    def timed(flow_call: Callable[[], None], plain_call: Callable[[], None]) -> dict[str, float]:
+        contenders = {"flow": flow_call, "plain": plain_call}
+        contenders.update({k: wrap(flow_call, flow) for k, wrap in variants.items()})
+        return interleaved(contenders, repeats=args.repeats, warmup=args.warmup, sync=sync)
+
     rows = []
     flow.train()
     plain.train()
-    t = interleaved(
-        {
-            "flow": train_step(flow, lambda: -flow.log_prob(images).mean()),
-            "plain": train_step(plain, lambda: plain(flat).pow(2).mean()),
-        },
-        repeats=args.repeats, warmup=args.warmup, sync=sync,
-    )
+    t = timed(train_step(flow, lambda: -flow.log_prob(images).mean()),
+              train_step(plain, lambda: plain(flat).pow(2).mean()))
     rows.append(Row(f"{label} train step", t["flow"], "plain net", t["plain"], goals[0]))
+    rows += [Row(f"{label} train step: {k}", t[k], "plain net", t["plain"]) for k in variants]
     flow.eval()
     plain.eval()
 
@@ -215,9 +225,9 @@ def compare_model(
     def plain_eval() -> None:
         plain(flat)
 
-    t = interleaved({"flow": flow_eval, "plain": plain_eval}, repeats=args.repeats,
-                    warmup=args.warmup, sync=sync)
+    t = timed(flow_eval, plain_eval)
     rows.append(Row(f"{label} eval log_prob", t["flow"], "plain forward", t["plain"], goals[1]))
+    rows += [Row(f"{label} eval log_prob: {k}", t[k], "plain forward", t["plain"]) for k in variants]
     return rows
 
 
@@ -292,40 +302,6 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "autograd backward", t["old"]))
             rows.append(Row(f"RqSpline {shape} {what}: autograd backward", t["old"], "LeakyReLU", t["leaky"]))
             rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "fast spline", t["fast"]))
-    return rows
-
-
-def compare_spline_kernels(label: str, name: str, plain: nn.Module, images: torch.Tensor,
-                           args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
-    """A paper model's (conditional inverse densities) train step and eval ``log_prob`` with the
-    fast spline kernel and with its autograd backward, and the plain twin, interleaved."""
-    flow = flowified(name).to(args.device)
-    perturb_parameters(flow, scale=0.3, seed=0)  # splines off their identity start
-    plain = plain.to(args.device)
-    flat = images.float() / LEVELS
-    new_step = train_step(flow, lambda: -flow.log_prob(images).mean())
-    flow.train()
-    t = interleaved(
-        {"new": new_step, "old": with_autograd_backward(new_step, flow),
-         "plain": train_step(plain, lambda: plain(flat).pow(2).mean())},
-        repeats=args.repeats, warmup=args.warmup, sync=sync,
-    )
-    rows = [Row(f"{label} train step: fast spline", t["new"], "plain net", t["plain"]),
-            Row(f"{label} train step: autograd backward", t["old"], "plain net", t["plain"])]
-    flow.eval()
-
-    @torch.no_grad()
-    def flow_eval() -> None:
-        flow.log_prob(images)
-
-    @torch.no_grad()
-    def plain_eval() -> None:
-        plain(flat)
-
-    t = interleaved({"new": flow_eval, "old": with_autograd_backward(flow_eval, flow), "plain": plain_eval},
-                    repeats=args.repeats, warmup=args.warmup, sync=sync)
-    rows += [Row(f"{label} eval log_prob: fast spline", t["new"], "plain forward", t["plain"]),
-             Row(f"{label} eval log_prob: autograd backward", t["old"], "plain forward", t["plain"])]
     return rows
 
 
@@ -700,8 +676,10 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
     if group == "spline":
         return compare_spline(args, sync)
     if group == "spline-kernels":  # the closed-form backward against autograd's inside whole models
-        return (compare_spline_kernels("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync)
-                + compare_spline_kernels("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync))
+        autograd = {"autograd backward": with_autograd_backward}
+        return (compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, goals, autograd)
+                + compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""),
+                                autograd))
     if group == "coupling":
         return compare_coupling(args, sync)
     if group == "nsf":
