@@ -43,10 +43,6 @@ class TimeBudget:
         """Seconds of the budget used so far, this invocation included."""
         return self.spent_before + (now - self._started if self._started is not None else 0.0)
 
-    def exhausted(self, now: float) -> bool:
-        """Whether the budget is used up."""
-        return self.spent(now) >= self.budget_s
-
     def record(self, step: int, now: float) -> bool:
         """Note that ``step`` steps are done at ``now``; true when a new estimate is due."""
         self._marks.append((step, now))
