@@ -180,3 +180,35 @@ def test_dequantize_checks_are_switched_off_with_validation() -> None:
 def test_complex_input_to_an_ordinary_layer_is_refused() -> None:
     with pytest.raises(ValueError, match=r"LeakyReLU.*floating-point tensor, got dtype torch\.complex64"):
         ffn.LeakyReLU(0.5)(torch.ones(2, 2, dtype=torch.complex64))
+
+
+# ------------------------------------------------------------------ the fast value checks
+@pytest.mark.parametrize("bad", [_NAN, _INF, -_INF])
+def test_non_finite_input_is_refused(bad: float) -> None:
+    x = torch.zeros(3, 4)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match=r"RqSpline.*x contains NaN or infinite values \(shape \(3, 4\)\)"):
+        ffn.Flow(ffn.StandardNormal((4,)), ffn.RqSpline()).log_prob(x)
+
+
+def test_finite_input_whose_sum_overflows_is_accepted() -> None:
+    """The finiteness check sums the input first: a sum that overflows must not count as NaN."""
+    x = torch.full((2, 3), 3e38)
+    assert not torch.isfinite(x.sum())
+    z, _ = ffn.LeakyReLU(0.5)(x)
+    assert torch.equal(z, x)
+
+
+@pytest.mark.parametrize(("bad", "message"), [(1e-3, r"got 0\.001"), (255.0 + 2**-6, r"got 255\.01"),
+                                              (-2.0, r"got -2\.0"), (256.0, r"got 256\.0")])
+def test_dequantize_names_the_first_bad_value(bad: float, message: str) -> None:
+    x = torch.randint(0, 256, (4, 5)).float()
+    x[2, 3] = bad
+    with pytest.raises(ValueError, match=r"Dequantize\(levels=256\): expected integer values.*" + message):
+        ffn.Dequantize(256)(x)
+
+
+def test_dequantize_accepts_whole_numbers_at_both_ends_and_negative_zero() -> None:
+    x = torch.tensor([[0.0, -0.0, 255.0, 17.0]], dtype=torch.float64)
+    z, _ = ffn.Dequantize(256).double()(x)
+    assert ((z >= 0) & (z <= 1)).all()
