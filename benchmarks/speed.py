@@ -62,6 +62,7 @@ from torch.nn import functional as F
 
 import survae_flowify as ffn
 from survae_flowify.testing import perturb_parameters
+from survae_flowify.training import adam
 
 MNIST = (1, 28, 28)
 LEVELS = 256
@@ -176,7 +177,7 @@ def plain_conv() -> nn.Sequential:
 
 
 def train_step(model: nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimizer = adam(model.parameters(), lr=LEARNING_RATE)  # the trainer's (fused) Adam, both sides
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,8 @@ and PNG figures into ``out``. The command line (``survae-flowify``) is a thin la
 One module per job: ``loop`` (the step loop and schedule), ``budget`` (a time budget's schedule
 length), ``checkpointing`` (when to save) and ``checkpoint`` (the file format), ``runlog``
 (metrics, progress, messages), ``report`` (the final metrics, figures, ``summary.json``),
-``evaluation``, ``config``, ``distributed``, ``records`` (atomic files), ``plots``.
+``evaluation``, ``optim`` (Adam, fused where torch offers it), ``config``, ``distributed``,
+``records`` (atomic files), ``plots``.
 """
 
 from survae_flowify.training.budget import TimeBudget
@@ -22,6 +23,7 @@ from survae_flowify.training.config import SCHEDULE_KEYS, ConfigError, TrainConf
 from survae_flowify.training.distributed import DistContext, resolve_device, setup, teardown
 from survae_flowify.training.evaluation import evaluate, nll_to_metric, parameter_count, split_context
 from survae_flowify.training.loop import RunResult, Trainer, check_data_fits
+from survae_flowify.training.optim import adam
 from survae_flowify.training.records import MetricsLog, atomic_write, read_jsonl, write_json
 from survae_flowify.training.schedule import cosine_lr, set_lr
 
@@ -35,6 +37,7 @@ __all__ = [
     "TimeBudget",
     "TrainConfig",
     "Trainer",
+    "adam",
     "atomic_write",
     "check_data_fits",
     "cosine_lr",

@@ -11,6 +11,7 @@ import torch
 
 from survae_flowify.algebra import Flow
 from survae_flowify.training.evaluation import parameter_count
+from survae_flowify.training.optim import adam
 
 __all__ = ["benchmark", "synthetic_batch"]
 
@@ -46,7 +47,7 @@ def benchmark(flow: Flow, x: torch.Tensor, *, steps: int = 10) -> dict[str, Any]
     evaluation and per batch of samples, with ``x``'s batch size; and examples per second."""
     device = x.device
     flow = flow.to(device)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-6)
+    optimizer = adam(flow.parameters(), lr=1e-6)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -46,6 +46,7 @@ from survae_flowify.training.evaluation import (
     parameter_count,
     split_context,
 )
+from survae_flowify.training.optim import adam
 from survae_flowify.training.report import final_summary
 from survae_flowify.training.runlog import RunLog
 from survae_flowify.training.schedule import cosine_lr, set_lr
@@ -136,9 +137,7 @@ class Trainer:
         if config.compile:
             # After DDP, as torch recommends: its optimizer splits the graph at gradient buckets.
             self.model = torch.compile(self.model)
-        self.optimizer = torch.optim.Adam(
-            flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = adam(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.local_batch = config.batch_size // dist.world_size
         self.sampler = DistributedSampler(
             range(len(data.train)), num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
