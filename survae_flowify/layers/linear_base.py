@@ -176,7 +176,9 @@ class Linear(ParameterCache, Transform):
         and in its dtype. ``kwargs`` are :class:`Linear`'s options (``parametrization``, ...).
 
         The SVD parametrization fits ``U``, ``Σ``, ``V`` (singular vectors of determinant −1 are
-        handled by the rotations' sign buffers); a weight with a zero singular value has no
+        handled by the rotations' sign buffers); the LU parametrization takes ``T``, ``B`` from an
+        LU with partial pivoting, which also sets its ``perm`` buffer (``C = 0``); a weight with a
+        zero singular value has no
         flowified equivalent and raises ``ValueError``. A ``meta`` layer gives a ``meta`` layer
         of the same structure (there are no values to fit).
         """
