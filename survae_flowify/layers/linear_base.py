@@ -177,10 +177,9 @@ class Linear(ParameterCache, Transform):
 
         The SVD parametrization fits ``U``, ``Σ``, ``V`` (singular vectors of determinant −1 are
         handled by the rotations' sign buffers); the LU parametrization takes ``T``, ``B`` from an
-        LU with partial pivoting, which also sets its ``perm`` buffer (``C = 0``); a weight with a
-        zero singular value has no
-        flowified equivalent and raises ``ValueError``. A ``meta`` layer gives a ``meta`` layer
-        of the same structure (there are no values to fit).
+        LU with partial pivoting, which also sets its ``perm`` buffer (``C = 0``). A weight with a
+        zero singular value has no flowified equivalent and raises ``ValueError``. A ``meta`` layer
+        gives a ``meta`` layer of the same structure (there are no values to fit).
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"Linear.from_linear: expected torch.nn.Linear, got {type(linear).__name__}")
