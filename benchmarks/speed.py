@@ -27,6 +27,9 @@ contender per round, so drifts in machine load hit all alike) and reported as me
 * ``compile`` (only when asked: ``--only compile``): the FMLP-MNIST training step with the loss
   module under ``torch.compile`` (as ``TrainConfig(compile=True)``) against eager, the first
   (compiling) call reported apart;
+* ``fmlp-lu``: the FMLP-MNIST rows with ``parametrization="lu"`` (triangular ``T = L U`` and
+  dense couplings, no rotations; conditional inverse densities as in ``fmlp``), and
+  ``memory-lu`` its step's peak memory as in ``memory``;
 * ``memory``: the peak of live torch tensors during one FMLP-MNIST training step, SVD and Gram,
   against the plain twin's (the torch profiler's memory timeline on a CPU,
   ``torch.cuda.max_memory_allocated`` on a GPU), and what the step allocates on top of the
@@ -453,8 +456,8 @@ def graph_breaks(args: argparse.Namespace) -> list[str]:
         torch._logging.set_logs()
 
 
-def profile_fmlp(args: argparse.Namespace, sync: Callable[[], None]) -> str:
-    flow = flowified("fmlp").to(args.device).train()
+def profile_fmlp(args: argparse.Namespace, sync: Callable[[], None], **kwargs: object) -> str:
+    flow = flowified("fmlp", **kwargs).to(args.device).train()
     images = mnist_like(args.batch, args.device)
     step = train_step(flow, lambda: -flow.log_prob(images).mean())
     for _ in range(args.warmup):
@@ -567,6 +570,22 @@ def compare_memory(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def compare_memory_lu(args: argparse.Namespace) -> list[Row]:
+    """:func:`compare_memory` for ``parametrization="lu"`` (conditional inverse densities)."""
+    images = mnist_like(args.batch, args.device)
+    flat = images.float() / LEVELS
+    plain = plain_mlp().to(args.device).train()
+    plain_peak, plain_extra = peak_step_memory(train_step(plain, lambda: plain(flat).pow(2).mean()))
+    flow = flowified("fmlp", parametrization="lu").to(args.device).train()
+    with ffn.validation(False):
+        peak, extra = peak_step_memory(train_step(flow, lambda: -flow.log_prob(images).mean()))
+    mib = 2.0**20
+    return [Row("FMLP-MNIST lu, conditional step peak memory", peak / mib, "plain net",
+                plain_peak / mib, "≤ 2", unit="MiB",
+                note=f"allocated by the step itself: {extra / mib:.1f} MiB against "
+                     f"{plain_extra / mib:.1f} MiB, {extra / max(plain_extra, 1):.2f}×")]
+
+
 def mnist_like(batch: int, device: torch.device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1)
     return torch.randint(0, LEVELS, (batch, *MNIST), generator=gen).float().to(device)
@@ -649,8 +668,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fconv1", "spline", "spline-kernels",
-          "coupling", "nsf", "compile", "memory")
+GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fmlp-lu", "fconv1", "spline",
+          "spline-kernels", "coupling", "nsf", "compile", "memory", "memory-lu")
 """Row groups of the table, in order; ``--only`` picks some."""
 DEFAULT_GROUPS = [g for g in GROUPS if g != "compile"]
 """All but ``compile``, whose first call compiles for minutes on a small CPU: ask for it."""
@@ -672,6 +691,11 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
     if group == "fmlp-gram-cond":  # the paper's conditional densities, without rotations
         return compare_model("FMLP-MNIST gram, conditional", "fmlp", plain_mlp(), images, args,
                              sync, goals, parametrization="gram")
+    if group == "fmlp-lu":  # the paper's conditional densities on the rotation-free LU layer
+        return compare_model("FMLP-MNIST lu, conditional", "fmlp", plain_mlp(), images, args,
+                             sync, goals, parametrization="lu")
+    if group == "memory-lu":
+        return compare_memory_lu(args)
     if group == "fconv1":
         return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
     if group == "spline":
@@ -724,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(graph_breaks(args)))
     if args.profile:
         print(profile_fmlp(args, sync))
+        if "fmlp-lu" in args.only:
+            print(profile_fmlp(args, sync, parametrization="lu"))
     return 0
 
 

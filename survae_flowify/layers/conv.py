@@ -40,6 +40,7 @@ from survae_flowify.distributions.conditional import (
 )
 from survae_flowify.distributions.noise import NoiseKind, check_noise
 from survae_flowify.layers.linear import Linear, SvdLinear
+from survae_flowify.layers.lu_linear import LuLinear
 from survae_flowify.layers.pad import Pad, check_image_size, check_kernel_stride, check_padding
 from survae_flowify.layers.rotations import RotationKind
 from survae_flowify.layers.unfold import Unfold
@@ -147,9 +148,9 @@ class PatchLinear(Transform):
     def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int,
                context_features: int | None) -> None:
         """Use ``linear`` for the patches; build the map density of the dropped coordinates."""
-        if not isinstance(linear, SvdLinear):  # forward_parts needs the SVD basis of what is dropped
-            raise TypeError(f"{type(self).__name__}: needs a Linear with parametrization='svd', got "
-                            f"{type(linear).__name__}")
+        if not isinstance(linear, (SvdLinear, LuLinear)):  # forward_parts: a basis of what is dropped
+            raise TypeError(f"{type(self).__name__}: needs a Linear with parametrization='svd' or "
+                            f"'lu', got {type(linear).__name__}")
         if _regime(linear.in_features, linear.out_features) is not type(self):
             raise ValueError(
                 f"{type(self).__name__}: a Linear({linear.in_features}, {linear.out_features}) "

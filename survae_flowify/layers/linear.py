@@ -29,7 +29,10 @@ from survae_flowify.algebra.transform import (
 )
 from survae_flowify.distributions.conditional import make_inverse_density
 from survae_flowify.distributions.noise import Noise
-from survae_flowify.layers import gram_linear  # noqa: F401  (registers parametrization="gram")
+from survae_flowify.layers import (
+    gram_linear,  # noqa: F401  (registers parametrization="gram")
+    lu_linear,  # noqa: F401  (registers parametrization="lu")
+)
 from survae_flowify.layers.linear_base import Linear, register
 from survae_flowify.layers.rotations import Rotation
 

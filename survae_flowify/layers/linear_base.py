@@ -2,9 +2,9 @@
 
 ``Linear(in_features, out_features, *, parametrization=...)`` returns the class registered for its
 parametrization (``"svd"``: :mod:`survae_flowify.layers.linear`, ``"gram"``:
-:mod:`survae_flowify.layers.gram_linear`) and regime (``in == out``, ``in > out``, ``in < out``),
-so ``isinstance`` tells both. The concrete modules register their classes here, which keeps the
-imports one-way (this module imports neither).
+:mod:`survae_flowify.layers.gram_linear`, ``"lu"``: :mod:`survae_flowify.layers.lu_linear`) and
+regime (``in == out``, ``in > out``, ``in < out``), so ``isinstance`` tells both. The concrete
+modules register their classes here, which keeps the imports one-way (this module imports none).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from survae_flowify.layers.rotations import RotationKind
 
 __all__ = ["INVERSE_DENSITIES", "Linear", "NOISES", "PARAMETRIZATIONS", "ROTATIONS", "register"]
 
-Parametrization = Literal["svd", "gram"]
+Parametrization = Literal["svd", "gram", "lu"]
 Regime = Literal["square", "reducing", "increasing"]
 PARAMETRIZATIONS: tuple[str, ...] = get_args(Parametrization)
 INVERSE_DENSITIES: tuple[str, ...] = get_args(InverseDensityKind)
@@ -81,7 +81,9 @@ class Linear(ParameterCache, Transform):
             ``inverse_density="conditional"`` a reducing Gram layer gets the basis-free
             :class:`~survae_flowify.distributions.nullspace.NullSpaceNormal` (isotropic on the
             null space of ``W``, mean predicted in data space); ``"diagonal"`` and uniform
-            noise need the SVD parametrization.
+            noise need the SVD parametrization. ``"lu"``: ``W`` from ``T = L U`` (triangular) and
+            two dense couplings, an exact contribution with every inverse density and noise of
+            the SVD layer and no rotations (:mod:`survae_flowify.layers.lu_linear`).
         hidden: width of the conditional inverse density's network.
         context_features: for ``in > out`` with ``inverse_density="conditional"``, the size ``k``
             of a flow context ``a`` (``(B, k)``) that the density's network sees too:
@@ -174,9 +176,10 @@ class Linear(ParameterCache, Transform):
         and in its dtype. ``kwargs`` are :class:`Linear`'s options (``parametrization``, ...).
 
         The SVD parametrization fits ``U``, ``Σ``, ``V`` (singular vectors of determinant −1 are
-        handled by the rotations' sign buffers); a weight with a zero singular value has no
-        flowified equivalent and raises ``ValueError``. A ``meta`` layer gives a ``meta`` layer
-        of the same structure (there are no values to fit).
+        handled by the rotations' sign buffers); the LU parametrization takes ``T``, ``B`` from an
+        LU with partial pivoting, which also sets its ``perm`` buffer (``C = 0``). A weight with a
+        zero singular value has no flowified equivalent and raises ``ValueError``. A ``meta`` layer
+        gives a ``meta`` layer of the same structure (there are no values to fit).
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"Linear.from_linear: expected torch.nn.Linear, got {type(linear).__name__}")

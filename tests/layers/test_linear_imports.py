@@ -15,7 +15,8 @@ import survae_flowify
 
 PACKAGE = Path(survae_flowify.__file__).parent
 AREA = [
-    "layers/linear_base.py", "layers/linear.py", "layers/gram_linear.py", "layers/rotations.py",
+    "layers/linear_base.py", "layers/linear.py", "layers/gram_linear.py", "layers/lu_linear.py",
+    "layers/rotations.py",
     "transforms/spline.py", "transforms/_rq_kernel.py", "models/__init__.py", "models/builders.py",
     "models/paper.py", "models/small.py", "models/nsf.py",
 ]
