@@ -145,6 +145,64 @@ def test_conditional_density_is_a_convolutional_net_over_the_output_map(net: str
         torch.testing.assert_close(kernel(kernel.inverse(zz))[0], zz, atol=1e-5, rtol=1e-5)
 
 
+def _reference_map_density(density: nn.Module, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``Σ log N(d; μ(z), σ(z)²)`` from the density's convolutions run as plain ``nn.Sequential``
+    on NCHW maps, ``log σ = 5·tanh(raw/5)``, scored by ``torch.distributions.Normal``."""
+    loc, raw = density.net(z.contiguous()).chunk(2, dim=1)
+    scale = torch.exp(5 * torch.tanh(raw / 5))
+    return torch.distributions.Normal(loc, scale).log_prob(d).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("net", ["3x3-3x3", "3x3-1x1", "1x1-1x1"])
+def test_conditional_map_density_is_the_normal_of_its_network(net: str) -> None:
+    """Off its initial (standard-normal) values, the density of every network kind is the diagonal
+    normal whose mean and log-scale the convolutions give, in any memory layout of ``d``, ``z``."""
+    torch.manual_seed(0)
+    kernel = perturb_parameters(PatchLinear(10, 3, hidden=5, density_net=net), scale=1.0, seed=2).double()
+    density = kernel.inverse_density
+    z = torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    d = torch.randn(4, 7, 5, 6, dtype=torch.float64)
+    want = _reference_map_density(density, d, z)
+    assert (want - torch.distributions.Normal(0.0, 1.0).log_prob(d).flatten(1).sum(1)).abs().min() > 0.1
+    position_major = [t.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1) for t in (d, z)]
+    for dd, zz in [(d, z), position_major]:
+        with torch.no_grad():
+            torch.testing.assert_close(density.log_prob(dd, zz), want, atol=1e-10, rtol=0)
+            torch.testing.assert_close(density.mean(zz), density.net(z)[:, :7], atol=1e-12, rtol=0)
+
+
+def test_density_width_follows_the_kernel() -> None:
+    """``hidden=None``: width ``C_out``; ``C_out·(9·C_out + 2M)`` weights for ``"3x3-1x1"``, against
+    ``9·64·(C_out + 2M)`` for the previous ``"3x3-3x3"``, ``hidden=64``."""
+    def weights(density: nn.Module) -> int:
+        return sum(p.numel() for name, p in density.named_parameters() if name.endswith("weight"))
+
+    for c_in, c_out in [(64, 24), (216, 32), (192, 64)]:
+        m = c_in - c_out
+        new = PatchLinear(c_in, c_out).inverse_density
+        assert new.net[0].out_channels == c_out
+        assert weights(new) == c_out * (9 * c_out + 2 * m)
+        old = PatchLinear(c_in, c_out, density_net="3x3-3x3", hidden=64).inverse_density
+        assert weights(old) == 9 * 64 * (c_out + 2 * m)
+        assert PatchLinear(c_in, c_out, hidden=7).inverse_density.net[0].out_channels == 7
+    # The builders route density_net to the convolutions only; the Linear layers keep theirs.
+    from survae_flowify.models import fconv1
+
+    for kwargs, net in [({"density_net": "3x3-3x3", "hidden": 64}, "3x3-3x3"), ({}, "3x3-1x1")]:
+        convs = [t for t in fconv1(**kwargs).transform if isinstance(t, Conv2d)]
+        densities = [c.kernel.inverse_density for c in convs if c.kernel.in_channels > c.kernel.out_channels]
+        assert len(densities) == 4 and all(d.map_net == net for d in densities)
+
+
+def test_bounded_log_scale_is_five_tanh() -> None:
+    from survae_flowify.distributions.conditional import _bounded_log_scale
+
+    raw = torch.linspace(-200, 200, 4001, dtype=torch.float64)
+    torch.testing.assert_close(_bounded_log_scale(raw), 5 * torch.tanh(raw / 5), atol=1e-13, rtol=0)
+    raw32 = raw.float()
+    torch.testing.assert_close(_bounded_log_scale(raw32), 5 * torch.tanh(raw32 / 5), atol=2e-6, rtol=0)
+
+
 def test_diagonal_density_is_per_channel() -> None:
     kernel = PatchLinear(7, 3, inverse_density="diagonal")
     assert kernel.inverse_density.loc.shape == (4, 1, 1)
