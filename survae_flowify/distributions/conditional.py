@@ -225,12 +225,29 @@ class ConditionalNormalDensity(InverseDensity):
             context = context[:, :, None, None].expand(b, context.shape[1], h, w)
         return torch.cat([kept, context], dim=1)
 
-    def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _raw(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x = self._net_input(kept, context)
         out = self.net(x) if self.map_net is None else self._map_params(x)
-        loc, raw = out.chunk(2, dim=1)
+        return out.chunk(2, dim=1)
+
+    def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        loc, raw = self._raw(kept, context)
         # A soft bound on log σ keeps early training and float32 stable; |log σ| < 5.
         return loc, _bounded_log_scale(raw)
+
+    def log_prob(self, d: Tensor, kept: Tensor, context: Tensor | None = None) -> Tensor:
+        r"""``Σ log N(d; μ, σ²)`` with ``log σ = 2b·t − b``, ``t = sigmoid(2·raw/b)`` (``b = 5``;
+        :func:`_bounded_log_scale`): ``Σ log σ = 2b·Σt − n·b`` is summed before it is scaled,
+        and ``1/σ = exp(b − 2b·t)``, so no ``log σ`` map is formed. (Scaling a map only by
+        constants would also give its gradient the default memory layout instead of the map's;
+        mixing layouts costs a slow permuting copy in the backward pass.)"""
+        loc, raw = self._raw(kept, context)
+        t = torch.sigmoid(raw * (2 / _LOG_SCALE_BOUND))
+        u = (d - loc) * torch.exp(_LOG_SCALE_BOUND - (2 * _LOG_SCALE_BOUND) * t)
+        dims = tuple(range(1, d.dim()))
+        n = math.prod(d.shape[1:])
+        return (-0.5 * u.square().sum(dims) - (2 * _LOG_SCALE_BOUND) * t.sum(dims)
+                + n * (_LOG_SCALE_BOUND - _HALF_LOG_2PI))
 
     def _map_params(self, x: Tensor) -> Tensor:
         """The network on a map ``(B, C, H, W)``, returned laid out position-major

@@ -108,15 +108,16 @@ def image_flow(
     stack after convolution ``i``; ``dense_plan`` (``(width or None, couplings)``) replaces
     ``widths`` for the "+NSF" variants: an optional Linear to ``width`` then a coupling stack.
     ``layer_kwargs`` go to every Linear and Conv2d (e.g. ``inverse_density``, ``noise``, ``hidden``:
-    the width of the conditional inverse densities' networks; by default 64 for a Linear and the
-    kept width for a Conv2d), except ``density_net``, the convolutions' density network
-    (:class:`~survae_flowify.PatchLinear`; ``density_net="3x3-3x3", hidden=64`` gives the
-    networks of the models before 2026-12). ``context_features``, ``embedding``: a conditional
+    the width of the conditional inverse densities' networks, default 64), except ``density_net``
+    and ``hidden=None``, which go to the convolutions only (their density network and its width
+    rule, :class:`~survae_flowify.PatchLinear`; ``density_net="3x3-3x3"`` gives the networks of
+    the models before 2026-12). ``context_features``, ``embedding``: a conditional
     flow (module docstring).
     """
     kwargs = {"inverse_density": "conditional", **layer_kwargs}
-    density_net = kwargs.pop("density_net", None)
-    conv_only = {} if density_net is None else {"density_net": density_net}
+    conv_only = {"density_net": kwargs.pop("density_net")} if "density_net" in kwargs else {}
+    if "hidden" in kwargs and kwargs["hidden"] is None:  # the width rule of the convolutions only
+        conv_only["hidden"] = kwargs.pop("hidden")
     parts: list[Transform] = [Dequantize(levels)] if levels else []
     c, h, w = shape
     for i, (out_c, k, s) in enumerate(convs):

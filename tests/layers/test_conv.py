@@ -172,26 +172,33 @@ def test_conditional_map_density_is_the_normal_of_its_network(net: str) -> None:
 
 
 def test_density_width_follows_the_kernel() -> None:
-    """``hidden=None``: width ``C_out``; ``C_out·(9·C_out + 2M)`` weights for ``"3x3-1x1"``, against
-    ``9·64·(C_out + 2M)`` for the previous ``"3x3-3x3"``, ``hidden=64``."""
+    """Weights of the map density: ``h·(9·C_out + 2M)`` for ``"3x3-1x1"`` (default ``h = 64``;
+    ``hidden=None``: ``h = C_out``) against ``9·h·(C_out + 2M)`` for ``"3x3-3x3"``."""
     def weights(density: nn.Module) -> int:
         return sum(p.numel() for name, p in density.named_parameters() if name.endswith("weight"))
 
     for c_in, c_out in [(64, 24), (216, 32), (192, 64)]:
         m = c_in - c_out
-        new = PatchLinear(c_in, c_out).inverse_density
-        assert new.net[0].out_channels == c_out
-        assert weights(new) == c_out * (9 * c_out + 2 * m)
-        old = PatchLinear(c_in, c_out, density_net="3x3-3x3", hidden=64).inverse_density
+        default = PatchLinear(c_in, c_out).inverse_density
+        assert default.map_net == "3x3-1x1" and weights(default) == 64 * (9 * c_out + 2 * m)
+        narrow = PatchLinear(c_in, c_out, hidden=None).inverse_density
+        assert narrow.net[0].out_channels == c_out
+        assert weights(narrow) == c_out * (9 * c_out + 2 * m)
+        old = PatchLinear(c_in, c_out, density_net="3x3-3x3").inverse_density
         assert weights(old) == 9 * 64 * (c_out + 2 * m)
         assert PatchLinear(c_in, c_out, hidden=7).inverse_density.net[0].out_channels == 7
     # The builders route density_net to the convolutions only; the Linear layers keep theirs.
     from survae_flowify.models import fconv1
 
-    for kwargs, net in [({"density_net": "3x3-3x3", "hidden": 64}, "3x3-3x3"), ({}, "3x3-1x1")]:
+    for kwargs, net in [({"density_net": "3x3-3x3"}, "3x3-3x3"), ({}, "3x3-1x1")]:
         convs = [t for t in fconv1(**kwargs).transform if isinstance(t, Conv2d)]
         densities = [c.kernel.inverse_density for c in convs if c.kernel.in_channels > c.kernel.out_channels]
         assert len(densities) == 4 and all(d.map_net == net for d in densities)
+    flow = fconv1(hidden=None)  # the width rule reaches the convolutions only
+    convs = [t for t in flow.transform if isinstance(t, Conv2d)]
+    assert [c.kernel.inverse_density.net[0].out_channels for c in convs[1:]] == [24, 32, 48, 64]
+    dense = [t for t in flow.transform if isinstance(t, Linear) and hasattr(t, "inverse_density")]
+    assert dense and all(t.inverse_density.net[0].out_features == 64 for t in dense)
 
 
 def test_bounded_log_scale_is_five_tanh() -> None:
