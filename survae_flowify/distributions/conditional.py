@@ -226,9 +226,11 @@ class ConditionalNormalDensity(InverseDensity):
         return torch.cat([kept, context], dim=1)
 
     def _raw(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(μ, raw)``, the network's two outputs."""
         x = self._net_input(kept, context)
-        out = self.net(x) if self.map_net is None else self._map_params(x)
-        return out.chunk(2, dim=1)
+        if self.map_net is not None:
+            return self._map_params(x)
+        return self.net(x).chunk(2, dim=1)
 
     def params(self, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         loc, raw = self._raw(kept, context)
@@ -249,24 +251,27 @@ class ConditionalNormalDensity(InverseDensity):
         return (-0.5 * u.square().sum(dims) - (2 * _LOG_SCALE_BOUND) * t.sum(dims)
                 + n * (_LOG_SCALE_BOUND - _HALF_LOG_2PI))
 
-    def _map_params(self, x: Tensor) -> Tensor:
-        """The network on a map ``(B, C, H, W)``, returned laid out position-major
-        (``(H, W, B, 2M)`` in memory, as :class:`~survae_flowify.PatchLinear` lays out the dropped
-        coordinates): elementwise work between tensors of different layouts is several times
-        slower than between tensors of one layout (measured, CPU). 1×1 layers run as products
-        on the rows ``(H·W·B, ·)``."""
+    def _map_params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The network on a map ``(B, C, H, W)``: ``(μ, raw)`` laid out position-major
+        (``(H, W, B, M)`` in memory), as :class:`~survae_flowify.PatchLinear` lays out the dropped
+        coordinates: elementwise work between tensors of different layouts is several times slower
+        than within one layout (measured, CPU). 1×1 layers run as products on the rows
+        ``(H·W·B, ·)``; 3×3 layers see channels-last maps, one cheap block transpose away from
+        the rows (``(H·W, B, C) ↔ (B, H·W, C)``), which also spares their backward a permuting copy."""
         first, _, last = self.net
         b, _, h, w = x.shape
-        width = last.out_channels
         if first.kernel_size == (1, 1):
             hidden = F.gelu(F.linear(_rows(x), first.weight.flatten(1), first.bias))
         else:
-            hidden = _rows(F.gelu(first(x)))
-        if last.kernel_size == (1, 1):
-            out = F.linear(hidden, last.weight.flatten(1), last.bias)
+            hidden = _rows(F.gelu(first(x.contiguous(memory_format=torch.channels_last))))
+        m = self.drop_shape[0]
+        if last.kernel_size == (1, 1):  # two products: no chunk, whose backward would concatenate
+            weight, bias = last.weight.flatten(1), last.bias
+            outs = (F.linear(hidden, weight[:m], bias[:m]), F.linear(hidden, weight[m:], bias[m:]))
         else:
-            out = _rows(last(hidden.reshape(h, w, b, first.out_channels).permute(2, 3, 0, 1)))
-        return out.reshape(h, w, b, width).permute(2, 3, 0, 1)
+            maps = hidden.reshape(h, w, b, first.out_channels).permute(2, 3, 0, 1)
+            outs = _rows(last(maps.contiguous(memory_format=torch.channels_last))).chunk(2, dim=1)
+        return tuple(o.reshape(h, w, b, m).permute(2, 3, 0, 1) for o in outs)  # type: ignore[return-value]
 
 
 def _rows(v: Tensor) -> Tensor:
