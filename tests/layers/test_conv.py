@@ -171,6 +171,21 @@ def test_conditional_map_density_is_the_normal_of_its_network(net: str) -> None:
             torch.testing.assert_close(density.mean(zz), density.net(z)[:, :7], atol=1e-12, rtol=0)
 
 
+def test_conditional_vector_density_is_the_normal_of_its_network() -> None:
+    """The dense layers' density (an MLP on vectors) shares the fused log-density: against
+    ``torch.distributions.Normal`` of the MLP's outputs, off its initial values."""
+    from survae_flowify.distributions.conditional import ConditionalNormalDensity
+
+    torch.manual_seed(1)
+    density = perturb_parameters(ConditionalNormalDensity((6,), (4,), hidden=9), scale=1.0, seed=3).double()
+    z, d = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    loc, raw = density.net(z).chunk(2, dim=1)
+    want = torch.distributions.Normal(loc, torch.exp(5 * torch.tanh(raw / 5))).log_prob(d).sum(1)
+    with torch.no_grad():
+        torch.testing.assert_close(density.log_prob(d, z), want, atol=1e-10, rtol=0)
+    assert (want - torch.distributions.Normal(0.0, 1.0).log_prob(d).sum(1)).abs().min() > 0.1
+
+
 def test_density_width_follows_the_kernel() -> None:
     """Weights of the map density: ``h·(9·C_out + 2M)`` for ``"3x3-1x1"`` (default ``h = 64``;
     ``hidden=None``: ``h = C_out``) against ``9·h·(C_out + 2M)`` for ``"3x3-3x3"``."""
