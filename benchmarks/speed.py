@@ -10,6 +10,9 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   (conditional inverse densities), and with standard-normal inverse densities both with
   Householder rotations and with the rotation-free ``parametrization="gram"``;
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
+  ``fconv1-densities``: FCONV1-MNIST with the convolutions' conditional densities of today
+  (``density_net="3x3-1x1"``), of before 2026-12 (``"3x3-3x3"``) and ``"3x3-1x1"`` with the
+  width ``C_out`` (``hidden=None``), all against the plain twin in the same rounds;
 * the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
   parameters): the fast kernel (closed-form backward) vs the same layer on ``backend="autograd"``
   (the same formulas differentiated by autograd, as the kernel was before) vs nflows' function vs
@@ -232,6 +235,36 @@ def compare_model(
     t = timed(flow_eval, plain_eval)
     rows.append(Row(f"{label} eval log_prob", t["flow"], "plain forward", t["plain"], goals[1]))
     rows += [Row(f"{label} eval log_prob: {k}", t[k], "plain forward", t["plain"]) for k in variants]
+    return rows
+
+
+FCONV1_DENSITIES = {  # row label -> model keywords (models.fconv1)
+    "3x3-1x1 (default)": {},
+    "3x3-3x3 (before)": {"density_net": "3x3-3x3"},
+    "3x3-1x1, width C_out": {"hidden": None},
+}
+
+
+def compare_fconv_densities(images: torch.Tensor, args: argparse.Namespace,
+                            sync: Callable[[], None]) -> list[Row]:
+    """FCONV1-MNIST with each of :data:`FCONV1_DENSITIES` and the plain twin, interleaved: train
+    step and eval ``log_prob``."""
+    flows = {label: flowified("fconv1", **kw).to(args.device) for label, kw in FCONV1_DENSITIES.items()}
+    plain = plain_conv().to(args.device)
+    flat = images.float() / LEVELS
+    rows = []
+    for mode in ("train step", "eval log_prob"):
+        train = mode == "train step"
+        for module in (*flows.values(), plain):
+            module.train(train)
+        if train:
+            contenders = {k: train_step(f, lambda f=f: -f.log_prob(images).mean()) for k, f in flows.items()}
+            contenders["plain"] = train_step(plain, lambda: plain(flat).pow(2).mean())
+        else:
+            contenders = {k: torch.no_grad()(lambda f=f: f.log_prob(images)) for k, f in flows.items()}
+            contenders["plain"] = torch.no_grad()(lambda: plain(flat))
+        t = interleaved(contenders, repeats=args.repeats, warmup=args.warmup, sync=sync)
+        rows += [Row(f"FCONV1-MNIST {mode}: {k}", t[k], "plain twin", t["plain"]) for k in flows]
     return rows
 
 
@@ -668,8 +701,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fmlp-lu", "fconv1", "spline",
-          "spline-kernels", "coupling", "nsf", "compile", "memory", "memory-lu")
+GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fmlp-lu", "fconv1", "fconv1-densities",
+          "spline", "spline-kernels", "coupling", "nsf", "compile", "memory", "memory-lu")
 """Row groups of the table, in order; ``--only`` picks some."""
 DEFAULT_GROUPS = [g for g in GROUPS if g != "compile"]
 """All but ``compile``, whose first call compiles for minutes on a small CPU: ask for it."""
@@ -698,6 +731,8 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
         return compare_memory_lu(args)
     if group == "fconv1":
         return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
+    if group == "fconv1-densities":
+        return compare_fconv_densities(images, args, sync)
     if group == "spline":
         return compare_spline(args, sync)
     if group == "spline-kernels":  # the closed-form backward against autograd's inside whole models

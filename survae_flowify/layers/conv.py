@@ -34,7 +34,9 @@ from survae_flowify.algebra.transform import (
     check_input,
 )
 from survae_flowify.distributions.conditional import (
+    MAP_NETS,
     InverseDensityKind,
+    MapNetKind,
     check_context_features,
     make_inverse_density,
 )
@@ -46,9 +48,12 @@ from survae_flowify.layers.rotations import RotationKind
 from survae_flowify.layers.unfold import Unfold
 
 __all__ = [
+    "DEFAULT_DENSITY_NET",
+    "DEFAULT_DENSITY_WIDTH",
     "Conv2d",
     "check_plain_conv",
     "conv_padding",
+    "density_width",
     "PatchLinear",
     "PatchLinearBijection",
     "PatchLinearGenerative",
@@ -57,24 +62,54 @@ __all__ = [
 
 
 def _to_rows(v: Tensor) -> Tensor:
-    """``(B, C, H, W) → (B·H·W, C)``: one row per position."""
-    return v.permute(0, 2, 3, 1).reshape(-1, v.shape[1])
+    """``(B, C, H, W) → (H·W·B, C)``: one row per position, position-major, the batch fastest.
+
+    A view for the maps of :class:`~survae_flowify.layers.unfold.Unfold` (laid out batch last),
+    so the patches are not copied a second time."""
+    return v.permute(2, 3, 0, 1).reshape(-1, v.shape[1])
 
 
 def _to_map(rows: Tensor, b: int, h: int, w: int) -> Tensor:
-    """``(B·H·W, C) → (B, C, H, W)``, the inverse of :func:`_to_rows` (``C`` explicit: B may be 0)."""
-    return rows.reshape(b, h, w, rows.shape[1]).permute(0, 3, 1, 2)
+    """``(H·W·B, C) → (B, C, H, W)``, the inverse of :func:`_to_rows` (``C`` explicit: B may be 0)."""
+    return rows.reshape(h, w, b, rows.shape[1]).permute(2, 3, 0, 1)
+
+
+DEFAULT_DENSITY_NET: MapNetKind = "3x3-1x1"
+"""The conditional map density of a reducing kernel: ``Conv3×3 → GELU → Conv1×1``."""
+DEFAULT_DENSITY_WIDTH = 64
+"""Its hidden width, as the dense layers' conditional densities (``Linear(hidden=64)``)."""
+
+
+def _channels_last(rows: Tensor, b: int, h: int, w: int) -> Tensor:
+    """The position-major rows ``(H·W·B, C)`` as a channels-last map ``(B, C, H, W)``: a block
+    transpose ``(H·W, B, C) → (B, H·W, C)`` whose inner runs are whole rows. The elementwise
+    layers that follow flatten their input: from this layout that is a cheap batched transpose,
+    from the position-major one a ~3× slower scattered copy (measured, FCONV1-MNIST, CPU)."""
+    c = rows.shape[1]
+    return rows.reshape(h * w, b, c).transpose(0, 1).contiguous().reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def _check_linear_options(layer: str, bias: object, inverse_density: object, noise: object,
-                          rotation: object, hidden: object) -> None:
+                          rotation: object, hidden: object, density_net: object) -> None:
     """Every option is checked in every regime, also those the regime does not use (a typo in
     ``inverse_density`` of a square kernel must not pass silently)."""
     _checks.boolean(layer, "bias", bias)
     _checks.choice(layer, "inverse_density", inverse_density, get_args(InverseDensityKind))
     check_noise(layer, noise)
     _checks.choice(layer, "rotation", rotation, get_args(RotationKind))
-    _checks.positive_int(layer, "hidden", hidden)
+    _check_density_net(layer, hidden, density_net)
+
+
+def _check_density_net(layer: str, hidden: object, density_net: object) -> None:
+    if hidden is not None:
+        _checks.positive_int(layer, "hidden", hidden)
+    _checks.choice(layer, "density_net", density_net, MAP_NETS)
+
+
+def density_width(hidden: int | None, out_channels: int) -> int:
+    """The hidden width of a kernel's conditional density: ``hidden``, or for ``None`` the kept
+    width ``C_out``, so that the network grows with the layer (see :class:`PatchLinear`)."""
+    return out_channels if hidden is None else hidden
 
 
 def _regime(in_channels: int, out_channels: int) -> type[PatchLinear]:
@@ -107,7 +142,20 @@ class PatchLinear(Transform):
       the inverse drops ``u``.
 
     ``bias``, ``noise`` and ``rotation`` (``"householder"``, ``"cayley"``, ``"exp"``) configure the
-    Linear; ``hidden`` is the width of the conditional network. Any ``H × W`` works.
+    Linear. Any ``H × W`` works.
+
+    The conditional density's network
+    (:class:`~survae_flowify.distributions.conditional.ConditionalNormalDensity`) is
+    ``Conv_a(C_out, h) → GELU → Conv_b(h, 2M)``, ``M = C_in − C_out``, with
+    ``density_net="a-b"``: ``"3x3-1x1"`` by default, ``"3x3-3x3"`` (the default before 2026-12)
+    or ``"1x1-1x1"``; ``hidden`` is its width ``h`` (default 64). Per position it costs
+    ``h·(9·C_out + 2M)`` multiply-adds with ``"3x3-1x1"``, against ``9·h·(C_out + 2M)`` with
+    ``"3x3-3x3"``: the ``2M``-wide output layer, the expensive one, is 1×1 (FCONV1-MNIST's second
+    convolution, ``C_in·C_out = 1536``: 18,944 against 59,904). ``hidden=None`` sets ``h = C_out``,
+    a width that grows with the layer (:func:`density_width`; cheaper for narrow kernels). Measured
+    with FCONV1 on Fashion-MNIST (600 Adam steps of 128 images, test bits/dim, two seeds):
+    ``"3x3-3x3"`` 6.14, ``"3x3-1x1"`` 6.20 (a 0.78× training step), ``"3x3-1x1"`` with
+    ``h = C_out`` 6.30 (0.74×), ``"1x1-1x1"`` with ``h = C_out`` 6.63 (one seed).
 
     ``context_features=k`` (reducing regime, ``inverse_density="conditional"``): the density's
     network also sees a flow context ``a`` of shape ``(B, k)``, broadcast over every position as
@@ -131,22 +179,24 @@ class PatchLinear(Transform):
         inverse_density: InverseDensityKind = "conditional",
         noise: NoiseKind = "normal",
         rotation: RotationKind = "householder",
-        hidden: int = 64,
+        hidden: int | None = DEFAULT_DENSITY_WIDTH,
         context_features: int | None = None,
+        density_net: MapNetKind = DEFAULT_DENSITY_NET,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             _checks.positive_int("PatchLinear", name, value)
-        _check_linear_options("PatchLinear", bias, inverse_density, noise, rotation, hidden)
+        _check_linear_options("PatchLinear", bias, inverse_density, noise, rotation, hidden, density_net)
         check_context_features("PatchLinear", context_features, inverse_density)
         # The Linear's own (vector) inverse density stays parameter-free: the dropped
         # coordinates get a density over the whole map instead.
         linear = Linear(in_channels, out_channels, bias=bias, noise=noise, inverse_density="normal",
                         rotation=rotation)
-        self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features)
+        self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features,
+                    density_net=density_net)
 
-    def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int,
-               context_features: int | None) -> None:
+    def _adopt(self, linear: Linear, inverse_density: InverseDensityKind, *, hidden: int | None,
+               context_features: int | None, density_net: MapNetKind) -> None:
         """Use ``linear`` for the patches; build the map density of the dropped coordinates."""
         if not isinstance(linear, (SvdLinear, LuLinear)):  # forward_parts: a basis of what is dropped
             raise TypeError(f"{type(self).__name__}: needs a Linear with parametrization='svd' or "
@@ -168,8 +218,9 @@ class PatchLinear(Transform):
         self.context_features = context_features
         if drop > 0:
             self.inverse_density = make_inverse_density(
-                inverse_density, (drop, None, None), (self.out_channels, None, None), hidden=hidden,
-                context_features=context_features, owner=type(self).__name__,
+                inverse_density, (drop, None, None), (self.out_channels, None, None),
+                hidden=density_width(hidden, self.out_channels), context_features=context_features,
+                net=density_net, owner=type(self).__name__,
             )
 
     @classmethod
@@ -178,8 +229,9 @@ class PatchLinear(Transform):
         linear: Linear,
         *,
         inverse_density: InverseDensityKind = "conditional",
-        hidden: int = 64,
+        hidden: int | None = DEFAULT_DENSITY_WIDTH,
         context_features: int | None = None,
+        density_net: MapNetKind = DEFAULT_DENSITY_NET,
     ) -> PatchLinear:
         """A PatchLinear that applies the given flowified ``linear`` to every position.
 
@@ -192,11 +244,12 @@ class PatchLinear(Transform):
             )
         _checks.choice("PatchLinear.from_linear", "inverse_density", inverse_density,
                        get_args(InverseDensityKind))
-        _checks.positive_int("PatchLinear.from_linear", "hidden", hidden)
+        _check_density_net("PatchLinear.from_linear", hidden, density_net)
         check_context_features("PatchLinear.from_linear", context_features, inverse_density)
         self = PatchLinear.__new__(PatchLinear, linear.in_features, linear.out_features)
         Transform.__init__(self)
-        self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features)
+        self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features,
+                    density_net=density_net)
         return self
 
     def extra_repr(self) -> str:
@@ -231,11 +284,11 @@ class PatchLinear(Transform):
         z_map = _to_map(z, b, h, w)
         contribution = (h * w * log_det).expand(b)
         if log_q is not None:
-            contribution = contribution - log_q.reshape(b, h * w).sum(1)
+            contribution = contribution - log_q.reshape(h * w, b).sum(0)
         if dropped is not None:
             contribution = contribution + self.inverse_density.log_prob(_to_map(dropped, b, h, w), z_map,
                                                                         context)
-        return z_map, contribution
+        return _channels_last(z, b, h, w), contribution
 
     def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
         check_context(self, context, self.context_features, z.shape[0])
@@ -285,10 +338,11 @@ class Conv2d(Sequential):
     ``inverse_density`` of a reducing kernel (``"conditional"`` by default, as in the paper's
     models; ``"normal"``, ``"diagonal"``), ``image_size`` (the input ``(H, W)``; needed by the
     inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
-    Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` (width of
-    the conditional network), ``context_features`` (a reducing kernel's conditional density also
-    sees a flow context ``(B, k)``, broadcast over positions as extra channels; see
-    :class:`PatchLinear`).
+    Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` and
+    ``density_net`` (width and kernel sizes of the conditional network, see :class:`PatchLinear`;
+    ``density_net="3x3-3x3"`` is the network before 2026-12), ``context_features``
+    (a reducing kernel's conditional density also sees a flow context ``(B, k)``, broadcast over
+    positions as extra channels; see :class:`PatchLinear`).
     """
 
     def __init__(
@@ -304,14 +358,15 @@ class Conv2d(Sequential):
         inverse_density: InverseDensityKind = "conditional",
         image_size: int | tuple[int, int] | None = None,
         rotation: RotationKind = "householder",
-        hidden: int = 64,
+        hidden: int | None = DEFAULT_DENSITY_WIDTH,
         context_features: int | None = None,
+        density_net: MapNetKind = DEFAULT_DENSITY_NET,
     ) -> None:
         super(Sequential, self).__init__()  # named parts instead of Sequential's numbered ones
         k, s = check_kernel_stride("Conv2d", kernel_size, stride)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             _checks.positive_int("Conv2d", name, value)
-        _check_linear_options("Conv2d", bias, inverse_density, noise, rotation, hidden)
+        _check_linear_options("Conv2d", bias, inverse_density, noise, rotation, hidden, density_net)
         check_context_features("Conv2d", context_features, inverse_density)
         if context_features is not None and in_channels * kernel_size**2 <= out_channels:
             raise ValueError(
@@ -330,7 +385,8 @@ class Conv2d(Sequential):
         self.add_module("unfold", Unfold(k, s, noise=noise, in_channels=in_channels, image_size=padded))
         self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
                                               inverse_density=inverse_density, rotation=rotation,
-                                              hidden=hidden, context_features=context_features))
+                                              hidden=hidden, context_features=context_features,
+                                              density_net=density_net))
 
     def extra_repr(self) -> str:
         out = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from survae_flowify import _checks, _state
@@ -20,7 +19,9 @@ from survae_flowify.distributions.noise import NoiseKind, check_noise
 from survae_flowify.layers.pad import check_channels, check_image_size, check_kernel_stride
 from survae_flowify.transforms.orthogonal import log_q_orthogonal
 
-__all__ = ["Unfold", "multiplicities"]
+__all__ = ["Unfold", "fold", "multiplicities", "patches"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _counts(size: int, kernel_size: int, stride: int, like: Tensor) -> Tensor:
@@ -43,6 +44,71 @@ def multiplicities(
     like = torch.empty(()) if like is None else like
     rows = _counts(size[0], kernel_size, stride, like)
     return torch.outer(rows, _counts(size[1], kernel_size, stride, like))
+
+
+def patches(x: Tensor, kernel_size: int, stride: int) -> Tensor:
+    """``torch.nn.functional.unfold`` as a map: ``(B, C, H, W) → (B, C·k², H', W')``.
+
+    Channel ``c·k² + i·k + j`` at position ``(a, b)`` is pixel ``(c, a·s + i, b·s + j)``. The
+    result is laid out batch last, ``(C·k², H', W', B)`` in memory, so that the rows
+    ``(H'·W'·B, C·k²)`` a kernel applies to are a view (:class:`~survae_flowify.PatchLinear`).
+    """
+    return _windows(_batch_last(x), kernel_size, stride).permute(3, 0, 1, 2)
+
+
+def fold(v: Tensor, size: tuple[int, int], kernel_size: int, stride: int) -> Tensor:
+    """``torch.nn.functional.fold``, the adjoint of :func:`patches`: ``(B, C·k², H', W') →
+    (B, C, H, W)``, every pixel the sum of its copies (laid out batch last)."""
+    return _fold(_batch_last(v), tuple(size), kernel_size, stride).permute(3, 0, 1, 2)
+
+
+# Batch last: every copy below moves runs of B contiguous numbers. F.unfold / F.fold loop over
+# the batch in C++ and copy runs of W' numbers; with B = 256 these are 5-20× faster (measured
+# on FCONV1-MNIST's shapes, one thread).
+def _batch_last(x: Tensor) -> Tensor:
+    """``(B, C, H, W) → (C, H, W, B)``, contiguous (a view when ``x`` is laid out so already)."""
+    return x.permute(1, 2, 3, 0).contiguous()
+
+
+def _windows(x: Tensor, k: int, s: int) -> Tensor:
+    """``(C, H, W, B) → (C·k², H', W', B)``: the patches, one strided view and one copy."""
+    return _Windows.apply(x, k, s)
+
+
+def _copy_windows(x: Tensor, k: int, s: int) -> Tensor:
+    windows = x.unfold(1, k, s).unfold(2, k, s)  # (C, H', W', B, k, k), a view
+    c, out_h, out_w, b = windows.shape[:4]
+    return windows.permute(0, 4, 5, 1, 2, 3).reshape(c * k * k, out_h, out_w, b)
+
+
+class _Windows(torch.autograd.Function):
+    """:func:`_copy_windows` with its adjoint :func:`_fold` as the backward: autograd's own
+    backward of ``Tensor.unfold`` (``unfold_backward``) is ~10× slower here (measured)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, k: int, s: int) -> Tensor:  # type: ignore[override]
+        ctx.size, ctx.k, ctx.s = tuple(x.shape[1:3]), k, s
+        return _copy_windows(x, k, s)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        return _fold(grad, ctx.size, ctx.k, ctx.s), None, None
+
+
+def _fold(v: Tensor, size: tuple[int, int], k: int, s: int) -> Tensor:
+    """``(C·k², H', W', B) → (C, H, W, B)``, the adjoint of :func:`_windows`: a permutation when
+    the patches do not overlap, else one strided addition per kernel offset ``(i, j)``."""
+    ck2, out_h, out_w, b = v.shape
+    c = ck2 // (k * k)
+    by_offset = v.reshape(c, k, k, out_h, out_w, b)
+    if s == k and size == (out_h * k, out_w * k):
+        return by_offset.permute(0, 3, 1, 4, 2, 5).reshape(c, *size, b)
+    out = v.new_zeros(c, *size, b)
+    rows, cols = s * (out_h - 1) + 1, s * (out_w - 1) + 1
+    for i in range(k):
+        for j in range(k):
+            out[:, i:i + rows:s, j:j + cols:s] += by_offset[:, i, j]
+    return out
 
 
 class Unfold(GenerativeSurjection):
@@ -137,48 +203,46 @@ class Unfold(GenerativeSurjection):
                 )
         return tuple((size - k) // s + 1 for size in image_size)  # type: ignore[return-value]
 
-    def _unfold(self, x: Tensor) -> Tensor:
-        return F.unfold(x, self.kernel_size, stride=self.stride)
-
-    def _fold(self, v: Tensor, size: tuple[int, int]) -> Tensor:
-        return F.fold(v, size, self.kernel_size, stride=self.stride)
-
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b, c, h, w = x.shape
-        out_h, out_w = self.output_size((h, w))
-        patches = self._unfold(x)  # (B, C·k², L)
+        self.output_size((h, w))  # raises unless the kernel tiles the input
         n = multiplicities((h, w), self.kernel_size, self.stride, like=x)
-        log_det = 0.5 * c * n.log().sum()
-        contribution = log_det.expand(b)
+        contribution = (0.5 * c * n.log().sum()).expand(b)
+        pixels = _batch_last(x)  # (C, H, W, B)
+        v = _windows(pixels, self.kernel_size, self.stride)
         if not self.exact and _state.noise_enabled():
-            u, log_q = self._sample_noise(patches.shape, (h, w), n, c)
-            patches = patches + u
+            u, log_q = self._sample_noise(pixels, n[:, :, None])
+            v = v + u
             contribution = contribution - log_q
-        return patches.reshape(b, c * self.kernel_size**2, out_h, out_w), contribution
+        return v.permute(3, 0, 1, 2), contribution
 
-    def _sample_noise(
-        self, shape: torch.Size, size: tuple[int, int], n: Tensor, channels: int
-    ) -> tuple[Tensor, Tensor]:
-        """Noise on the patches, orthogonal to the diagonal per pixel, and ``log q`` per image."""
-        g = torch.randn(shape, dtype=n.dtype, device=n.device)
-        g = g - self._unfold(self._fold(g, size) / n)  # centred over the copies of every pixel
-        sq_norm = self._fold(g.square(), size)  # (B, C, H, W)
-        m = (n - 1).expand(channels, *size).reshape(-1)
-        log_scale = self.log_scale.to(n.dtype)
+    def _sample_noise(self, pixels: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+        """Noise on the patches ``(C·k², H', W', B)``, orthogonal to the diagonal per pixel, and
+        ``log q`` per image; ``pixels`` ``(C, H, W, B)`` gives the sizes, ``n`` is ``(H, W, 1)``."""
+        k, s = self.kernel_size, self.stride
+        c, h, w, b = pixels.shape
+        out_h, out_w = self.output_size((h, w))
+        g = torch.randn(c * k * k, out_h, out_w, b, dtype=pixels.dtype, device=pixels.device)
+        g = g - _windows(_fold(g, (h, w), k, s) / n, k, s)  # centred: exactly 0 where N = 1
+        log_scale = self.log_scale.to(pixels.dtype)
         scale = torch.exp(log_scale)
+        m = c * (n - 1).sum()
         if self.kind == "normal":
-            u = g * scale
-            return u, log_q_orthogonal(sq_norm.flatten(1) * scale.square(), m, log_scale, "normal")
+            # log q needs ‖u‖²/σ² summed over the pixels of an image only: no fold of g².
+            sq_norm = g.square().sum((0, 1, 2))
+            return g * scale, -0.5 * sq_norm - m * (log_scale + _HALF_LOG_2PI)
         # Uniform on the (N−1)-ball: unit direction times radius σ·U^{1/(N−1)}. Where N = 1, g is
         # exactly 0; the masks keep 0/0 out of the values and of the gradients.
+        sq_norm = _fold(g.square(), (h, w), k, s)  # (C, H, W, B)
         shared = n > 1
-        u01 = torch.rand(sq_norm.shape, dtype=n.dtype, device=n.device)
+        u01 = torch.rand(sq_norm.shape, dtype=pixels.dtype, device=pixels.device)
         amplitude = u01 ** (1 / (n - 1).clamp_min(1)) * torch.where(shared, sq_norm, 1).rsqrt()
-        u = g * self._unfold(scale * amplitude)
-        return u, log_q_orthogonal(sq_norm.flatten(1), m, log_scale, "uniform")
+        u = g * _windows(scale * amplitude, k, s)
+        per_pixel = (n - 1).expand(c, h, w, 1).reshape(-1)
+        return u, log_q_orthogonal(sq_norm.reshape(c * h * w, b).T, per_pixel, log_scale, "uniform")
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        b, ck2, out_h, out_w = z.shape
+        _, ck2, out_h, out_w = z.shape
         k, s = self.kernel_size, self.stride
         if ck2 % (k * k):
             raise ValueError(
@@ -186,5 +250,4 @@ class Unfold(GenerativeSurjection):
                 f"(C·k²), got shape {tuple(z.shape)}"
             )
         size = ((out_h - 1) * s + k, (out_w - 1) * s + k)
-        n = multiplicities(size, k, s, like=z)
-        return self._fold(z.reshape(b, ck2, out_h * out_w), size) / n
+        return fold(z, size, k, s) / multiplicities(size, k, s, like=z)

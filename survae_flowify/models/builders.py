@@ -108,15 +108,21 @@ def image_flow(
     stack after convolution ``i``; ``dense_plan`` (``(width or None, couplings)``) replaces
     ``widths`` for the "+NSF" variants: an optional Linear to ``width`` then a coupling stack.
     ``layer_kwargs`` go to every Linear and Conv2d (e.g. ``inverse_density``, ``noise``, ``hidden``:
-    the width of the conditional inverse densities' networks). ``context_features``,
-    ``embedding``: a conditional flow (module docstring).
+    the width of the conditional inverse densities' networks, default 64), except ``density_net``
+    and ``hidden=None``, which go to the convolutions only (their density network and its width
+    rule, :class:`~survae_flowify.PatchLinear`; ``density_net="3x3-3x3"`` gives the networks of
+    the models before 2026-12). ``context_features``, ``embedding``: a conditional
+    flow (module docstring).
     """
     kwargs = {"inverse_density": "conditional", **layer_kwargs}
+    conv_only = {"density_net": kwargs.pop("density_net")} if "density_net" in kwargs else {}
+    if "hidden" in kwargs and kwargs["hidden"] is None:  # the width rule of the convolutions only
+        conv_only["hidden"] = kwargs.pop("hidden")
     parts: list[Transform] = [Dequantize(levels)] if levels else []
     c, h, w = shape
     for i, (out_c, k, s) in enumerate(convs):
         conv_kwargs = _conditional(kwargs, c * k * k > out_c, context_features)
-        parts += [Conv2d(c, out_c, k, s, image_size=(h, w), **conv_kwargs), RqSpline()]
+        parts += [Conv2d(c, out_c, k, s, image_size=(h, w), **conv_kwargs, **conv_only), RqSpline()]
         c, h, w = out_c, conv_output_size(h, k, s), conv_output_size(w, k, s)
         if couplings_after_conv and couplings_after_conv[i]:
             parts.append(nsf_stack((c, h, w), couplings_after_conv[i]))

@@ -94,6 +94,13 @@ CASES: dict[str, Case] = {
                                   linear_gaussian=True, log_det=False),
     "conv2d_conditional": Case(lambda: Conv2d(2, 3, 2, 2, image_size=4, hidden=8), (2, 4, 4),
                                log_det=False),
+    "conv2d_conditional_3x3_3x3": Case(
+        lambda: Conv2d(2, 3, 2, 2, image_size=4, hidden=8, density_net="3x3-3x3"), (2, 4, 4),
+        log_det=False),
+    "conv2d_conditional_1x1_1x1": Case(
+        lambda: Conv2d(2, 3, 3, 2, image_size=5, density_net="1x1-1x1"), (2, 5, 5), log_det=False),
+    "conv2d_conditional_default_width": Case(lambda: Conv2d(2, 3, 2, 1, image_size=3), (2, 3, 3),
+                                             log_det=False),
     "conv2d_uniform": Case(lambda: Conv2d(1, 4, 3, 2, noise="uniform", image_size=5), (1, 5, 5),
                            log_det=False),
     "conv2d_single_patch": Case(lambda: Conv2d(1, 5, 2, 1, noise="uniform", image_size=2), (1, 2, 2),

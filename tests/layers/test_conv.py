@@ -113,17 +113,21 @@ def test_patch_linear_is_the_linear_at_every_position() -> None:
         x = torch.randn(2, c_in, 3, 4, dtype=torch.float64)
         torch.manual_seed(5)
         z, contribution = kernel(x)
-        rows = x.permute(0, 2, 3, 1).reshape(-1, c_in)
+        rows = x.permute(2, 3, 0, 1).reshape(-1, c_in)  # position-major: the kernel's draw order
         torch.manual_seed(5)
         z_rows, c_rows = kernel.linear(rows)  # the Linear as a Transform, its density N(0, I)
-        torch.testing.assert_close(z, z_rows.reshape(2, 3, 4, c_out).permute(0, 3, 1, 2), atol=1e-12, rtol=0)
-        torch.testing.assert_close(contribution, c_rows.reshape(2, 12).sum(1), atol=1e-10, rtol=0)
+        torch.testing.assert_close(z, z_rows.reshape(3, 4, 2, c_out).permute(2, 3, 0, 1), atol=1e-12, rtol=0)
+        torch.testing.assert_close(contribution, c_rows.reshape(12, 2).sum(0), atol=1e-10, rtol=0)
         torch.testing.assert_close(kernel.weight, kernel.linear.weight)
 
 
-def test_conditional_density_is_a_convolutional_net_over_the_output_map() -> None:
+@pytest.mark.parametrize(("net", "reach"), [("3x3-3x3", 2), ("3x3-1x1", 1), ("1x1-1x1", 0)])
+def test_conditional_density_is_a_convolutional_net_over_the_output_map(net: str, reach: int) -> None:
+    """A change of z at one position moves the density's mean exactly within the receptive field
+    of its two convolutions (``reach`` pixels in every direction)."""
     torch.manual_seed(0)
-    kernel = perturb_parameters(PatchLinear(9, 2, inverse_density="conditional", hidden=8), seed=4)
+    kernel = perturb_parameters(PatchLinear(9, 2, inverse_density="conditional", hidden=8,
+                                            density_net=net), seed=4)
     density = kernel.inverse_density
     assert any(isinstance(m, nn.Conv2d) for m in density.modules())
     z = torch.randn(1, 2, 7, 7)
@@ -131,13 +135,94 @@ def test_conditional_density_is_a_convolutional_net_over_the_output_map() -> Non
     z2[0, :, 3, 3] += 1.0
     with torch.no_grad():
         delta = (density.mean(z2) - density.mean(z)).abs().sum(1)[0]
-    assert delta[3, 3] > 0 and delta[1, 1] > 0 and delta[5, 4] > 0  # two 3×3 convolutions
-    assert delta[0, 0] == 0 and delta[3, 6] == 0
+    rows, cols = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
+    inside = ((rows - 3).abs() <= reach) & ((cols - 3).abs() <= reach)
+    assert (delta[inside] > 0).all() and (delta[~inside] == 0).all()
     # Any map size: the same kernel inverts 2×2 and 5×3 maps.
     for size in [(2, 2), (5, 3)]:
         zz = torch.randn(2, 2, *size)
         assert kernel.inverse(zz).shape == (2, 9, *size)
         torch.testing.assert_close(kernel(kernel.inverse(zz))[0], zz, atol=1e-5, rtol=1e-5)
+
+
+def _reference_map_density(density: nn.Module, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``Σ log N(d; μ(z), σ(z)²)`` from the density's convolutions run as plain ``nn.Sequential``
+    on NCHW maps, ``log σ = 5·tanh(raw/5)``, scored by ``torch.distributions.Normal``."""
+    loc, raw = density.net(z.contiguous()).chunk(2, dim=1)
+    scale = torch.exp(5 * torch.tanh(raw / 5))
+    return torch.distributions.Normal(loc, scale).log_prob(d).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("net", ["3x3-3x3", "3x3-1x1", "1x1-1x1"])
+def test_conditional_map_density_is_the_normal_of_its_network(net: str) -> None:
+    """Off its initial (standard-normal) values, the density of every network kind is the diagonal
+    normal whose mean and log-scale the convolutions give, in any memory layout of ``d``, ``z``."""
+    torch.manual_seed(0)
+    kernel = perturb_parameters(PatchLinear(10, 3, hidden=5, density_net=net), scale=1.0, seed=2).double()
+    density = kernel.inverse_density
+    z = torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    d = torch.randn(4, 7, 5, 6, dtype=torch.float64)
+    want = _reference_map_density(density, d, z)
+    assert (want - torch.distributions.Normal(0.0, 1.0).log_prob(d).flatten(1).sum(1)).abs().min() > 0.1
+    position_major = [t.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1) for t in (d, z)]
+    for dd, zz in [(d, z), position_major]:
+        with torch.no_grad():
+            torch.testing.assert_close(density.log_prob(dd, zz), want, atol=1e-10, rtol=0)
+            torch.testing.assert_close(density.mean(zz), density.net(z)[:, :7], atol=1e-12, rtol=0)
+
+
+def test_conditional_vector_density_is_the_normal_of_its_network() -> None:
+    """The dense layers' density (an MLP on vectors) shares the fused log-density: against
+    ``torch.distributions.Normal`` of the MLP's outputs, off its initial values."""
+    from survae_flowify.distributions.conditional import ConditionalNormalDensity
+
+    torch.manual_seed(1)
+    density = perturb_parameters(ConditionalNormalDensity((6,), (4,), hidden=9), scale=1.0, seed=3).double()
+    z, d = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    loc, raw = density.net(z).chunk(2, dim=1)
+    want = torch.distributions.Normal(loc, torch.exp(5 * torch.tanh(raw / 5))).log_prob(d).sum(1)
+    with torch.no_grad():
+        torch.testing.assert_close(density.log_prob(d, z), want, atol=1e-10, rtol=0)
+    assert (want - torch.distributions.Normal(0.0, 1.0).log_prob(d).sum(1)).abs().min() > 0.1
+
+
+def test_density_width_follows_the_kernel() -> None:
+    """Weights of the map density: ``h·(9·C_out + 2M)`` for ``"3x3-1x1"`` (default ``h = 64``;
+    ``hidden=None``: ``h = C_out``) against ``9·h·(C_out + 2M)`` for ``"3x3-3x3"``."""
+    def weights(density: nn.Module) -> int:
+        return sum(p.numel() for name, p in density.named_parameters() if name.endswith("weight"))
+
+    for c_in, c_out in [(64, 24), (216, 32), (192, 64)]:
+        m = c_in - c_out
+        default = PatchLinear(c_in, c_out).inverse_density
+        assert default.map_net == "3x3-1x1" and weights(default) == 64 * (9 * c_out + 2 * m)
+        narrow = PatchLinear(c_in, c_out, hidden=None).inverse_density
+        assert narrow.net[0].out_channels == c_out
+        assert weights(narrow) == c_out * (9 * c_out + 2 * m)
+        old = PatchLinear(c_in, c_out, density_net="3x3-3x3").inverse_density
+        assert weights(old) == 9 * 64 * (c_out + 2 * m)
+        assert PatchLinear(c_in, c_out, hidden=7).inverse_density.net[0].out_channels == 7
+    # The builders route density_net to the convolutions only; the Linear layers keep theirs.
+    from survae_flowify.models import fconv1
+
+    for kwargs, net in [({"density_net": "3x3-3x3"}, "3x3-3x3"), ({}, "3x3-1x1")]:
+        convs = [t for t in fconv1(**kwargs).transform if isinstance(t, Conv2d)]
+        densities = [c.kernel.inverse_density for c in convs if c.kernel.in_channels > c.kernel.out_channels]
+        assert len(densities) == 4 and all(d.map_net == net for d in densities)
+    flow = fconv1(hidden=None)  # the width rule reaches the convolutions only
+    convs = [t for t in flow.transform if isinstance(t, Conv2d)]
+    assert [c.kernel.inverse_density.net[0].out_channels for c in convs[1:]] == [24, 32, 48, 64]
+    dense = [t for t in flow.transform if isinstance(t, Linear) and hasattr(t, "inverse_density")]
+    assert dense and all(t.inverse_density.net[0].out_features == 64 for t in dense)
+
+
+def test_bounded_log_scale_is_five_tanh() -> None:
+    from survae_flowify.distributions.conditional import _bounded_log_scale
+
+    raw = torch.linspace(-200, 200, 4001, dtype=torch.float64)
+    torch.testing.assert_close(_bounded_log_scale(raw), 5 * torch.tanh(raw / 5), atol=1e-13, rtol=0)
+    raw32 = raw.float()
+    torch.testing.assert_close(_bounded_log_scale(raw32), 5 * torch.tanh(raw32 / 5), atol=2e-6, rtol=0)
 
 
 def test_diagonal_density_is_per_channel() -> None:

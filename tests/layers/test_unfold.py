@@ -295,3 +295,22 @@ def test_fixed_image_size() -> None:
         Unfold(3, 2, image_size=6)
     with pytest.raises(ValueError, match=r"Unfold: image_size must be"):
         Unfold(3, 2, image_size=(True, 5))
+
+
+@pytest.mark.parametrize(
+    ("k", "s", "size"), [(3, 2, (7, 9)), (2, 1, (4, 5)), (2, 2, (4, 6)), (4, 3, (7, 10))]
+)
+def test_patches_and_fold_are_torch_unfold_and_fold(k: int, s: int, size: tuple[int, int]) -> None:
+    """The batch-last :func:`patches`/:func:`fold` against ``F.unfold``/``F.fold``, values exactly,
+    and their gradients (the custom backward of the patches is the fold) by ``gradcheck``."""
+    from survae_flowify.layers.unfold import fold, patches
+
+    x = torch.randn(3, 2, *size, dtype=torch.float64)
+    v = patches(x, k, s)
+    torch.testing.assert_close(v.flatten(2), F.unfold(x, k, stride=s), atol=0, rtol=0)
+    y = torch.randn_like(v)
+    torch.testing.assert_close(fold(y, size, k, s), F.fold(y.flatten(2), size, k, stride=s),
+                               atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(lambda t: patches(t, k, s), (x.requires_grad_(),))
+    assert torch.autograd.gradgradcheck(lambda t: patches(t, k, s), (x,))
+    assert torch.autograd.gradcheck(lambda t: fold(t, size, k, s), (y.requires_grad_(),))
