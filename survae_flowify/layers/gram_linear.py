@@ -103,6 +103,14 @@ class GramLinear(Linear):
             return torch.linalg.qr(w.T if self.in_features > self.out_features else w)
         return self._derived("qr", (self.weight_param,), build, extra=dtype)
 
+    def _rank_deficient(self, r: Tensor) -> bool:
+        """Numerically rank-deficient ``R``: ``min |R_ii| ≤ ε · max(in, out) · max |R_ii|`` (the
+        rule of ``numpy.linalg.matrix_rank``). Rows that are equal in exact arithmetic leave a
+        ``|R_ii|`` of rounding size, not zero."""
+        d = r.diagonal().abs()
+        tol = torch.finfo(r.dtype).eps * max(self.in_features, self.out_features)
+        return not bool(d.min() > tol * d.max())
+
     def _singular(self, what: str) -> ValueError:
         return ValueError(f"{type(self).__name__}: the weight is singular (rank below "
                           f"{self.rank}), so {what} is undefined")
@@ -159,7 +167,7 @@ class GramReducingLinear(GramLinear, InferenceSurjection):
     def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
         check_context(self, context, self.context_features, z.shape[0])
         q, r = self._factor(z.dtype)
-        if not bool(r.diagonal().abs().min() > 0):
+        if self._rank_deficient(r):
             raise self._singular("the right inverse")
         x = torch.linalg.solve_triangular(r, z - self._b(z), upper=True, left=False) @ q.T  # W⁺(z − b)
         if self.null_density is not None:
@@ -189,7 +197,7 @@ class GramIncreasingLinear(GramLinear, GenerativeSurjection):
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         q, r = self._factor(z.dtype)
-        if not bool(r.diagonal().abs().min() > 0):
+        if self._rank_deficient(r):
             raise self._singular("the left inverse")
         y = (z - self._b(z)) @ q  # Qᵀ(z − b), rows
         return torch.linalg.solve_triangular(r, y.T, upper=True).T

@@ -292,6 +292,22 @@ def test_gram_singular_weight_gives_a_clear_error() -> None:
         ffn.Linear.from_linear(bad, parametrization="gram")
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gram_rows_equal_up_to_rounding_count_as_singular(seed: int) -> None:
+    """Two equal rows leave ``|R_22|`` of rounding size, not zero, in the thin QR (4.8e-7, 3.7e-9,
+    4.2e-8 for these seeds): the rank test must be relative, or the inverse divides by noise."""
+    row = torch.randn(4, generator=torch.Generator().manual_seed(seed))
+    reducing = ffn.Linear(4, 2, parametrization="gram")
+    increasing = ffn.Linear(2, 4, parametrization="gram")
+    with torch.no_grad():
+        reducing.weight_param.copy_(torch.stack([row, row]))
+        increasing.weight_param.copy_(torch.stack([row, row], 1))
+    with pytest.raises(ValueError, match="GramReducingLinear: the weight is singular"):
+        reducing.inverse(torch.randn(2, 2))
+    with pytest.raises(ValueError, match="GramIncreasingLinear: the weight is singular"):
+        increasing.inverse(torch.randn(2, 4))
+
+
 @pytest.mark.parametrize(("build", "error", "message"), [
     (lambda: ffn.Linear(3, 3, noise="bogus"), ValueError, "Linear: noise must be one of"),
     (lambda: ffn.Linear(3, 3, inverse_density="bogus"), ValueError, "Linear: inverse_density must be"),
