@@ -20,6 +20,11 @@ def _params(num_bins: int, *, seed: int, dtype: torch.dtype = torch.float64) -> 
     return [(1.5 * torch.randn(n, generator=gen, dtype=torch.float64)).to(dtype) for n in sizes]
 
 
+def _columns(table: torch.Tensor, tables: _rq_kernel.RqTables) -> torch.Tensor:
+    """``table`` (one column per bin) spread to the columns the grid lookup indexes."""
+    return table.gather(1, tables.bins.expand(table.shape[0], -1))
+
+
 def _inputs(n: int, bound: float, *, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Uniform on ``[−1.3B, 1.3B]``: about a quarter of the entries in the tails."""
     gen = torch.Generator().manual_seed(seed)
@@ -29,26 +34,27 @@ def _inputs(n: int, bound: float, *, seed: int, dtype: torch.dtype = torch.float
 @pytest.mark.parametrize(("num_bins", "bound"), [(6, 2.0), (1, 1.0), (11, 0.7)])
 def test_closed_form_backward_passes_gradcheck_in_every_table_entry(num_bins: int, bound: float) -> None:
     """Finite differences of both outputs w.r.t. the inputs and each of the six per-bin
-    quantities of the table (``x_k, 1/w_k, y_k, h_k, d_k, d_{k+1}``) directly, where no
-    autograd graph of the ``O(K)`` table could hide a wrong row."""
+    coefficients of the table (``x_k, y_k, a₀, a₁, b₁, b₂, c₂``) directly, where no autograd
+    graph of the ``O(K)`` table could hide a wrong row (the spread of the ``(7, K+2)`` table to
+    the lookup's columns is a gather, whose backward is autograd's)."""
     params = _params(num_bins, seed=num_bins)
     tables = rq_tables(*params, tail_bound=bound, inverse=False)
     x = _inputs(60, bound, seed=1).requires_grad_()
     table = tables.coefficients.detach().clone().requires_grad_()
 
     def f(x: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _SharedSpline.apply(x, table, tables)
+        return _SharedSpline.apply(x, _columns(table, tables), tables)
 
     assert torch.autograd.gradcheck(f, (x, table), atol=1e-8, rtol=1e-6)
 
 
 def test_table_gradient_is_not_trivially_zero() -> None:
-    """The gradcheck above sees real work: every interior bin's six entries get a gradient."""
+    """The gradcheck above sees real work: every interior bin's seven entries get a gradient."""
     params = _params(6, seed=2)
     tables = rq_tables(*params, tail_bound=2.0, inverse=False)
     x = torch.linspace(-1.99, 1.99, 400, dtype=torch.float64)
     table = tables.coefficients.detach().clone().requires_grad_()
-    out, log_det = _SharedSpline.apply(x, table, tables)
+    out, log_det = _SharedSpline.apply(x, _columns(table, tables), tables)
     (out.sum() + log_det.sum()).backward()
     assert (table.grad[:, 1:-1].abs() > 1e-6).all()
 
