@@ -32,7 +32,8 @@ $$ g(x) = y_k + \frac{N}{D}, \quad N = t\,(a_0 + a_1 t), \quad D = 1 + t\,(b_1 +
    \log g'(x) = \log\frac{R}{D^2}, \quad R = a_0 + 2a_1 t + c_2 t^2, $$
 
 with ``a₀ = d_k``, ``a₁ = e/w_k``, ``b₁ = s/h_k``, ``b₂ = −s/(h_k w_k)``, ``c₂ = s/w_k²``: the
-forward columns are ``(x_k, y_k, a₀, a₁, b₁, b₂, c₂)``. (With ``θ = t/w_k`` and ``δw_k = h_k``:
+forward columns are ``(x_k, a₀, a₁, b₁, b₂, c₂, y_k)`` (``y_k`` last: the backward gathers
+the first six only). (With ``θ = t/w_k`` and ``δw_k = h_k``:
 ``h_kθ(eθ + d_k)/δ = t(d_k + (e/w_k)t)``, ``1 + (s/δ)θ(1−θ) = 1 + (s/h_k)t(1 − t/w_k)`` and
 ``sθ² + 2eθ + d_k = d_k + 2(e/w_k)t + (s/w_k²)t²``; ``c₂ = a₁b₁ − a₀b₂``, which the table keeps
 so that no entry recomputes it.) The identity
@@ -92,7 +93,7 @@ _MAX_CELLS = 1 << 16
 _CHUNK_BYTES = 1 << 18
 # The tail columns of the tables, for which the formulas are exactly g(x) = x and log g' = 0:
 # forward x_k = y_k = 0, a₀ = 1, a₁ = b₁ = b₂ = c₂ = 0; inverse y_k = x_k = 0, 1/h = w = d = 1.
-_FORWARD_IDENTITY = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+_FORWARD_IDENTITY = (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 _INVERSE_IDENTITY = (0.0, 1.0, 0.0, 1.0, 1.0, 1.0)
 
 
@@ -153,27 +154,27 @@ def _lookup(knots: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tenso
         return knots.new_empty(0), torch.arange(num_bins + 2, device=knots.device), 0
     knots = knots.detach()
     width = 2 * bound / cells
-    lower = torch.arange(-1, cells + 1, device=knots.device, dtype=knots.dtype) * width - bound
-    lower[0] = -math.inf
-    below = torch.searchsorted(knots, lower - width / 4, right=True)
-    ahead = torch.cat([knots, knots.new_full((1,), math.inf)]).index_select(0, below)
+    # Widened lower cell edges; cell 0's (−B − 5c/4) is below every knot, as −∞ would be.
+    lower = torch.arange(-1, cells + 1, device=knots.device, dtype=knots.dtype) * width - (bound + width / 4)
+    below = torch.searchsorted(knots, lower, right=True)
+    ahead = F.pad(knots, (0, 1), value=math.inf).index_select(0, below)
     bins = torch.stack([below, below + 1], dim=1).flatten().clamp_max_(num_bins + 1)
     return ahead, bins, cells
 
 
 def _forward_coefficients(cw: Tensor, w: Tensor, ch: Tensor, h: Tensor, d: Tensor) -> Tensor:
-    """``(7, K)``: ``x_k, y_k, a₀ = d_k, a₁ = e/w, b₁ = s/h, b₂ = −s/(hw), c₂ = s/w²`` per bin."""
+    """``(7, K)``: ``x_k, a₀ = d_k, a₁ = e/w, b₁ = s/h, b₂ = −s/(hw), c₂ = s/w², y_k`` per bin."""
     delta = h / w
     s = d[:-1] + d[1:] - 2 * delta
-    return torch.stack([cw[:-1], ch[:-1], d[:-1], (delta - d[:-1]) / w, s / h, -s / (h * w), s / (w * w)])
+    return torch.stack([cw[:-1], d[:-1], (delta - d[:-1]) / w, s / h, -s / (h * w), s / (w * w), ch[:-1]])
 
 
 class _ForwardTable(torch.autograd.Function):
     """The forward ``(7, K+2)`` table and the knots ``x_k`` from the unnormalised parameters, with
     a hand-written first derivative: the same formulas as the autograd path of :func:`rq_tables`,
     whose ~60 recorded small operations cost more per call (on a CPU) than a 256×512 chunk's
-    arithmetic. The chain rule, from the table's gradient ``Ḡ`` (rows ``x_k, y_k, a₀, a₁, b₁,
-    b₂, c₂``) back through ``a₁ = e/w``, ``b₁ = s/h``, ``b₂ = −s/(hw)``, ``c₂ = s/w²``,
+    arithmetic. The chain rule, from the table's gradient ``Ḡ`` (rows ``x_k, a₀, a₁, b₁, b₂,
+    c₂, y_k``) back through ``a₁ = e/w``, ``b₁ = s/h``, ``b₂ = −s/(hw)``, ``c₂ = s/w²``,
     ``e = δ − d_k``, ``s = d_k + d_{k+1} − 2δ``, ``δ = h/w``, the knots' differences and
     cumulative sums, the softmax and the softplus, is written out in :meth:`backward`.
     """
@@ -181,14 +182,23 @@ class _ForwardTable(torch.autograd.Function):
     @staticmethod
     def forward(ctx, uw: Tensor, uh: Tensor, ud: Tensor, bound: float, min_w: float, min_h: float,
                 min_d: float) -> tuple[Tensor, Tensor]:
-        cw, w = _knots(uw, bound, min_w)
-        ch, h = _knots(uh, bound, min_h)
-        d = _derivatives(ud, min_d)
-        body = _forward_coefficients(cw, w, ch, h, d)
-        tail = body.new_tensor(_FORWARD_IDENTITY).unsqueeze(1)
-        table = torch.cat([tail, body, tail], dim=1)
-        ctx.save_for_backward(uw, uh, ud, w, h, body)
-        ctx.scales = (2 * bound * (1 - min_w * uw.shape[0]), 2 * bound * (1 - min_h * uh.shape[0]))
+        # Widths and heights as the two rows of one (2, K) block: half the small operations of
+        # two calls of _knots, with the same arithmetic.
+        num_bins = uw.shape[0]
+        p = F.softmax(torch.stack([uw, uh]), dim=-1)
+        if min_w == min_h:
+            sizes = min_w + (1 - min_w * num_bins) * p
+        else:
+            sizes = torch.addcmul(p.new_tensor([[min_w], [min_h]]), p,
+                                  p.new_tensor([[1 - min_w * num_bins], [1 - min_h * num_bins]]))
+        inner = 2 * bound * torch.cumsum(sizes, dim=-1)[:, :-1] - bound
+        knots = F.pad(F.pad(inner, (1, 0), value=-bound), (0, 1), value=bound)
+        (cw, ch), (w, h) = knots, knots.diff(dim=-1)
+        body = _forward_coefficients(cw, w, ch, h, _derivatives(ud, min_d))
+        table = F.pad(body, (1, 1))
+        table[1, ::num_bins + 1] = 1.0  # a₀ = 1 in both tails; every other tail entry is 0
+        ctx.save_for_backward(ud, p, w, h, body)
+        ctx.scales = (2 * bound * (1 - min_w * num_bins), 2 * bound * (1 - min_h * num_bins))
         ctx.mark_non_differentiable(cw)
         return table, cw
 
@@ -199,9 +209,9 @@ class _ForwardTable(torch.autograd.Function):
                 "RqSpline: the fast spline kernel has a closed-form first derivative only; for "
                 "second derivatives (create_graph=True) use RqSpline(backend='autograd')"
             )
-        uw, uh, ud, w, h, body = ctx.saved_tensors
-        g_xk, g_yk, g_a0, g_a1, g_b1, g_b2, g_c2 = grad[:, 1:-1]  # the tails are constants
-        _, _, _, a1, b1, b2, c2 = body
+        ud, p, w, h, body = ctx.saved_tensors
+        g_xk, g_a0, g_a1, g_b1, g_b2, g_c2, g_yk = grad[:, 1:-1]  # the tails are constants
+        _, _, a1, b1, b2, c2, _ = body
         g_s = (g_b1 - g_b2 / w).div_(h).add_(g_c2 / (w * w))
         g_e = g_a1 / w
         g_delta = g_e - 2 * g_s
@@ -216,7 +226,6 @@ class _ForwardTable(torch.autograd.Function):
         # inner_j = 2B·cumsum(sizes)_j − B for j < K−1: the transposed map is a reversed cumsum.
         g_sizes = F.pad(g_sizes.flip(-1).cumsum(-1).flip(-1), (0, 1))
         g_sizes.mul_(g_sizes.new_tensor(ctx.scales).unsqueeze(1))
-        p = F.softmax(torch.stack([uw, uh]), dim=-1)
         g_u = (g_sizes - (g_sizes * p).sum(-1, keepdim=True)).mul_(p)
         return g_u[0], g_u[1], g_ud, None, None, None, None
 
@@ -299,8 +308,8 @@ def _index_dtype(columns: int) -> torch.dtype:
     return torch.int16 if columns <= torch.iinfo(torch.int16).max else torch.int32
 
 
-def _forward_autograd(x: Tensor, xk: Tensor, yk: Tensor, a0: Tensor, a1: Tensor, b1: Tensor,
-                      b2: Tensor, c2: Tensor) -> tuple[Tensor, Tensor]:
+def _forward_autograd(x: Tensor, xk: Tensor, a0: Tensor, a1: Tensor, b1: Tensor, b2: Tensor,
+                      c2: Tensor, yk: Tensor) -> tuple[Tensor, Tensor]:
     """The forward formulas of the module docstring, differentiated by autograd (any order)."""
     t = x - xk
     den = 1 + t * (b1 + b2 * t)
@@ -344,7 +353,7 @@ class _SharedSpline(torch.autograd.Function):
         for part in _chunks(x):
             col = _locate(x[part], tables)
             saved[part] = col
-            xk, yk, a0, a1, b1, b2, c2 = columns.index_select(1, col).unbind(0)
+            xk, a0, a1, b1, b2, c2, yk = columns.index_select(1, col).unbind(0)
             t = torch.sub(x[part], xk, out=xk)
             num = torch.addcmul(a0, a1, t).mul_(t)
             den = torch.addcmul(one, torch.addcmul(b1, b2, t, out=b1), t)
@@ -370,7 +379,7 @@ class _SharedSpline(torch.autograd.Function):
         one = x.new_ones(())
         for part in _chunks(x):
             col = saved[part].long()  # scatter_add_ takes int64 only
-            coefficients = columns.index_select(1, col).unbind(0)
+            coefficients = columns[:6].index_select(1, col).unbind(0)  # y_k is not needed
             stats = _backward_terms(x[part], grad_out[part], grad_log[part], *coefficients, one=one,
                                     parameters=grad_columns is not None, grad_x=grad_x[part])
             if grad_columns is not None:
@@ -379,17 +388,17 @@ class _SharedSpline(torch.autograd.Function):
                     row.scatter_add_(0, col, stat)
         if grad_columns is not None:
             # Constant factors the per-entry terms leave out (see _backward_terms).
-            factors = grad_columns.new_tensor([-1.0, 1.0, 1.0, 1.0, -2.0, -2.0, 1.0])
+            factors = grad_columns.new_tensor([-1.0, 1.0, 1.0, -2.0, -2.0, 1.0, 1.0])
             grad_columns.mul_(factors.unsqueeze(1))
         return grad_x, grad_columns, None
 
 
 def _backward_terms(
-    x: Tensor, g_out: Tensor, g_log: Tensor, xk: Tensor, yk: Tensor, a0: Tensor, a1: Tensor,
+    x: Tensor, g_out: Tensor, g_log: Tensor, xk: Tensor, a0: Tensor, a1: Tensor,
     b1: Tensor, b2: Tensor, c2: Tensor, *, one: Tensor, parameters: bool, grad_x: Tensor,
 ) -> tuple[Tensor, ...]:
     """Per entry, the derivatives of ``ḡ·g + ℓ̄·log g'`` with respect to ``x`` (written into
-    ``grad_x``) and, with ``parameters``, to the bin's ``x_k, y_k, a₀, a₁, b₁, b₂, c₂``, that of
+    ``grad_x``) and, with ``parameters``, to the bin's ``x_k, a₀, a₁, b₁, b₂, c₂, y_k``, that of
     ``x_k`` up to a factor −1 and those of ``b₁, b₂`` up to −2 (applied once per column by the
     caller). Overwrites the coefficient tensors (fresh from a gather).
 
@@ -418,7 +427,7 @@ def _backward_terms(
     g_b1 = p.mul_(t)
     g_b2 = torch.mul(g_b1, t, out=slope)
     g_c2 = v.mul_(t).mul_(t)
-    return gx, g_out, g_a0, g_a1, g_b1, g_b2, g_c2
+    return gx, g_a0, g_a1, g_b1, g_b2, g_c2, g_out
 
 
 def _inverse(y: Tensor, yk: Tensor, inv_h: Tensor, xk: Tensor, w: Tensor, d0: Tensor,

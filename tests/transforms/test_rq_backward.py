@@ -34,7 +34,7 @@ def _inputs(n: int, bound: float, *, seed: int, dtype: torch.dtype = torch.float
 @pytest.mark.parametrize(("num_bins", "bound"), [(6, 2.0), (1, 1.0), (11, 0.7)])
 def test_closed_form_backward_passes_gradcheck_in_every_table_entry(num_bins: int, bound: float) -> None:
     """Finite differences of both outputs w.r.t. the inputs and each of the six per-bin
-    coefficients of the table (``x_k, y_k, a₀, a₁, b₁, b₂, c₂``) directly, where no autograd
+    coefficients of the table (``x_k, a₀, a₁, b₁, b₂, c₂, y_k``) directly, where no autograd
     graph of the ``O(K)`` table could hide a wrong row (the spread of the ``(7, K+2)`` table to
     the lookup's columns is a gather, whose backward is autograd's)."""
     params = _params(num_bins, seed=num_bins)
