@@ -31,28 +31,30 @@ makes both rational functions of ``t = x − x_k`` with per-bin coefficients fro
 $$ g(x) = y_k + \frac{N}{D}, \quad N = t\,(a_0 + a_1 t), \quad D = 1 + t\,(b_1 + b_2 t), \qquad
    \log g'(x) = \log\frac{R}{D^2}, \quad R = a_0 + 2a_1 t + c_2 t^2, $$
 
-with ``a₀ = d_k``, ``a₁ = e/w_k``, ``b₁ = s/h_k``, ``b₂ = −s/(h_k w_k)``, ``c₂ = s/w_k²``: the
-forward columns are ``(x_k, a₀, a₁, b₁, b₂, c₂, y_k)`` (``y_k`` last: the backward gathers
-the first six only). (With ``θ = t/w_k`` and ``δw_k = h_k``:
-``h_kθ(eθ + d_k)/δ = t(d_k + (e/w_k)t)``, ``1 + (s/δ)θ(1−θ) = 1 + (s/h_k)t(1 − t/w_k)`` and
-``sθ² + 2eθ + d_k = d_k + 2(e/w_k)t + (s/w_k²)t²``; ``c₂ = a₁b₁ − a₀b₂``, which the table keeps
-so that no entry recomputes it.) The identity
-columns are ``x_k = y_k = 0``, ``a₀ = 1``, the rest 0: ``g(x) = x`` and ``log g' = log 1 = 0``
-exactly, and the Horner forms never form ``t²``, which could overflow in the tails. Per entry
-this is eleven elementwise passes (the old form in ``θ`` took eighteen) after the grid lookup and
-one seven-row gather.
+with ``a₀ = d_k``, ``a₁ = e/w_k``, ``b₁ = s/h_k``, ``b₂ = −s/(h_k w_k)``, ``c₂ = s/w_k²``
+(with ``θ = t/w_k`` and ``δw_k = h_k``: ``h_kθ(eθ + d_k)/δ = t(d_k + (e/w_k)t)``,
+``1 + (s/δ)θ(1−θ) = 1 + (s/h_k)t(1 − t/w_k)`` and ``sθ² + 2eθ + d_k = d_k + 2(e/w_k)t +
+(s/w_k²)t²``; ``c₂ = a₁b₁ − a₀b₂``, kept in the table so that no entry recomputes it). The
+forward columns are ``(x_k, a₀, a₁, b₁, b₂, c₂, y_k)``, ``y_k`` last because the backward
+gathers only the first six. The identity columns are ``x_k = y_k = 0``, ``a₀ = 1``, the rest 0:
+``g(x) = x`` and ``log g' = log 1 = 0`` exactly, and the Horner forms never form ``t²``, which
+could overflow in the tails. Per entry this is eleven elementwise passes (the form in ``θ`` took
+eighteen) after the grid lookup and one seven-row gather; in float32 it is as close to nflows
+in float64 as nflows in float32 is, narrow bins and inputs next to the knots included.
 
 The forward direction is a :class:`torch.autograd.Function` (:class:`_SharedSpline`) whose
 backward is written out by hand: with ``ḡ`` and ``ℓ̄`` the incoming gradients of ``g`` and
 ``log g'``, the derivatives with respect to ``x`` and to the seven coefficients are a few base
 quantities (``ḡ``, ``ḡ/D``, ``ℓ̄/R``, ``∂/∂D``) times powers of ``t`` (:func:`_backward_terms`),
-about twenty fused elementwise operations on intermediates recomputed from ``x`` and its saved
-column; each of the seven per-entry results is reduced over the entries of a column with one
-``scatter_add_``. Autograd takes it from there through the gather of the columns and the
-``O(K)`` table to the unnormalised parameters. The backward is first order only: asking for a
-second derivative (``create_graph=True``) raises an error that names the way out
-(``RqSpline(backend="autograd")`` evaluates the same formulas with autograd, differentiable to
-any order).
+about twenty-five fused elementwise operations on intermediates recomputed from ``x`` and its
+saved column (``int16``: 2 bytes per entry, where the bin as ``int64`` took 8); each of the seven
+per-entry results is reduced over the entries of a column with one ``scatter_add_``. The
+gradient then goes through the gather of the columns (autograd's scatter-add) and the ``O(K)``
+table, whose first derivative is written out too (:class:`_ForwardTable`: its ~60 small recorded
+operations cost as much per call as a 64K-entry chunk), to the unnormalised parameters. Both
+backwards are first order only: asking for a second derivative (``create_graph=True``) raises an
+error that names the way out (``RqSpline(backend="autograd")`` evaluates the same formulas with
+autograd, table included, differentiable to any order).
 
 The inverse is not on a training path (sampling): it evaluates with plain autograd, solving the
 bin's quadratic ``a θ^2 + b θ + c = 0`` as nflows does, with the numerically stable root
@@ -323,8 +325,9 @@ def _chunks(x: Tensor) -> list[slice]:
     On a CPU the per-entry work is a few dozen elementwise passes; on whole 256×512 tensors
     they run from the shared L3 cache or memory. Chunks of 256 KiB per tensor keep more of them
     in a core's L2 (1 MiB here): forward and backward of the 256×512 float32 kernel took a
-    median 0.75× the time of whole tensors on one thread, with the same best case (a loaded
-    2-core EPYC, CPU time, 40 interleaved rounds; the forward alone is unchanged).
+    median 0.75× the time of whole tensors on one thread (a loaded 2-core EPYC, CPU time, 40
+    interleaved rounds; the forward alone is unchanged), and 0.73× again with the rational form
+    (25 rounds; chunks of 64–256 KiB alike, 32 KiB slower).
     Elsewhere (CUDA) and under ``torch.compile``: one chunk.
     """
     n = x.shape[0]
@@ -459,7 +462,10 @@ def rq_apply(inputs: Tensor, tables: RqTables, *, closed_form: bool = True) -> t
     if closed_form and not tables.inverse:
         out, log_det = _SharedSpline.apply(flat, tables.columns, tables)
     else:
-        columns = tables.columns.index_select(1, _locate(flat, tables)).unbind(0)
+        # A gather: autograd's backward of index_select along dim 1 (index_add_) is several
+        # times slower than gather's (scatter_add_) on a CPU.
+        col = _locate(flat, tables).long()
+        columns = tables.columns.gather(1, col.expand(tables.columns.shape[0], -1)).unbind(0)
         out, log_det = (_inverse if tables.inverse else _forward_autograd)(flat, *columns)
     return out.view(inputs.shape), log_det.view(inputs.shape)
 
