@@ -142,3 +142,21 @@ def test_table_backward_passes_gradcheck(num_bins: int, mins: tuple[float, float
                   min_derivative=mins[2], closed_form=False).coefficients, peaked, weights)
     for got, expected in zip(ours, theirs, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-9)
+
+
+def test_backward_keeps_six_bytes_per_float32_entry() -> None:
+    """What the fast kernel saves for its backward, per entry: the input (float32, 4 bytes) and
+    its grid column as int16 (2 bytes), nothing else of the entries' size (the table is
+    ``O(K + M)``). An ``int64`` bin, as before, would make it 12."""
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=0)
+    x = torch.randn(64, 1000, requires_grad=True)  # 64,000 entries: more than 7·(2M + 4)
+    per_entry = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() == x.numel():  # per entry (the O(K + M) tables are smaller here)
+            per_entry.append(t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ffn.validation(False):
+        z, _ = layer(x)
+    assert sum(per_entry) == 6
