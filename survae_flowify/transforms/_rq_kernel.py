@@ -176,10 +176,11 @@ class _ForwardTable(torch.autograd.Function):
     a hand-written first derivative: the same formulas as the autograd path of :func:`rq_tables`
     without recording its ~60 small operations (the whole ``O(K + M)`` part, forward and
     backward, took 0.65 ms a call against 0.72 ms with autograd's: one thread, medians of 100
-    interleaved rounds; about what a 64K-entry chunk costs). The chain rule, from the table's gradient ``Ḡ`` (rows ``x_k, a₀, a₁, b₁, b₂,
-    c₂, y_k``) back through ``a₁ = e/w``, ``b₁ = s/h``, ``b₂ = −s/(hw)``, ``c₂ = s/w²``,
-    ``e = δ − d_k``, ``s = d_k + d_{k+1} − 2δ``, ``δ = h/w``, the knots' differences and
-    cumulative sums, the softmax and the softplus, is written out in :meth:`backward`.
+    interleaved rounds; about what a 64K-entry chunk costs). The chain rule, from the table's
+    gradient ``Ḡ`` (rows ``x_k, a₀, a₁, b₁, b₂, c₂, y_k``) back through ``a₁ = e/w``,
+    ``b₁ = s/h``, ``b₂ = −s/(hw)``, ``c₂ = s/w²``, ``e = δ − d_k``, ``s = d_k + d_{k+1} − 2δ``,
+    ``δ = h/w``, the knots' differences and cumulative sums, the softmax and the softplus, is
+    written out in :meth:`backward`.
     """
 
     @staticmethod
