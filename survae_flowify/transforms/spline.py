@@ -49,9 +49,10 @@ class RqSpline(ParameterCache, Bijection):
     identity.
 
     ``backend="fast"`` (default) evaluates the function with the shared-knot kernel of
-    :mod:`survae_flowify.transforms._rq_kernel`: ``O(K)`` work per call plus a grid lookup, one
-    gather and a few dozen fused elementwise operations per entry, and a hand-written backward
-    (first derivatives only: a second derivative raises an error), free of graph breaks under
+    :mod:`survae_flowify.transforms._rq_kernel`: ``O(K)`` work per call (and ``O(M)`` for a
+    lookup grid of ``M ≈ 2/10⁻³`` cells), per entry a grid lookup, one gather and about a dozen
+    fused elementwise operations, and a hand-written backward (first derivatives only: a second
+    derivative raises an error), free of graph breaks under
     ``torch.compile``. ``backend="autograd"`` evaluates the same formulas and lets autograd
     differentiate them (any order; slower, and it keeps more per entry for the backward).
     ``backend="nflows"`` calls nflows' ``unconstrained_rational_quadratic_spline`` with the
@@ -90,12 +91,14 @@ class RqSpline(ParameterCache, Bijection):
     def _tables(self, x: Tensor, *, inverse: bool) -> RqTables:
         """The parameter-only part; cached in eval mode (:mod:`survae_flowify._cache`)."""
         params = self._spline_parameters()
+        closed_form = self.backend == "fast"
 
         def build() -> RqTables:
-            return rq_tables(*(p.to(x.dtype) for p in params), tail_bound=self.tail_bound, inverse=inverse)
+            return rq_tables(*(p.to(x.dtype) for p in params), tail_bound=self.tail_bound,
+                             inverse=inverse, closed_form=closed_form)
 
         return self._derived("inverse" if inverse else "forward", params, build,
-                             extra=(x.dtype, self.tail_bound))
+                             extra=(x.dtype, self.tail_bound, closed_form))
 
     def _nflows(self, x: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         shape = (*x.shape, -1)

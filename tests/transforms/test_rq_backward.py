@@ -20,6 +20,11 @@ def _params(num_bins: int, *, seed: int, dtype: torch.dtype = torch.float64) -> 
     return [(1.5 * torch.randn(n, generator=gen, dtype=torch.float64)).to(dtype) for n in sizes]
 
 
+def _columns(table: torch.Tensor, tables: _rq_kernel.RqTables) -> torch.Tensor:
+    """``table`` (one column per bin) spread to the columns the grid lookup indexes."""
+    return table.gather(1, tables.bins.expand(table.shape[0], -1))
+
+
 def _inputs(n: int, bound: float, *, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Uniform on ``[−1.3B, 1.3B]``: about a quarter of the entries in the tails."""
     gen = torch.Generator().manual_seed(seed)
@@ -29,26 +34,27 @@ def _inputs(n: int, bound: float, *, seed: int, dtype: torch.dtype = torch.float
 @pytest.mark.parametrize(("num_bins", "bound"), [(6, 2.0), (1, 1.0), (11, 0.7)])
 def test_closed_form_backward_passes_gradcheck_in_every_table_entry(num_bins: int, bound: float) -> None:
     """Finite differences of both outputs w.r.t. the inputs and each of the six per-bin
-    quantities of the table (``x_k, 1/w_k, y_k, h_k, d_k, d_{k+1}``) directly, where no
-    autograd graph of the ``O(K)`` table could hide a wrong row."""
+    coefficients of the table (``x_k, a₀, a₁, b₁, b₂, c₂, y_k``) directly, where no autograd
+    graph of the ``O(K)`` table could hide a wrong row (the spread of the ``(7, K+2)`` table to
+    the lookup's columns is a gather, whose backward is autograd's)."""
     params = _params(num_bins, seed=num_bins)
     tables = rq_tables(*params, tail_bound=bound, inverse=False)
     x = _inputs(60, bound, seed=1).requires_grad_()
     table = tables.coefficients.detach().clone().requires_grad_()
 
     def f(x: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _SharedSpline.apply(x, table, tables)
+        return _SharedSpline.apply(x, _columns(table, tables), tables)
 
     assert torch.autograd.gradcheck(f, (x, table), atol=1e-8, rtol=1e-6)
 
 
 def test_table_gradient_is_not_trivially_zero() -> None:
-    """The gradcheck above sees real work: every interior bin's six entries get a gradient."""
+    """The gradcheck above sees real work: every interior bin's seven entries get a gradient."""
     params = _params(6, seed=2)
     tables = rq_tables(*params, tail_bound=2.0, inverse=False)
     x = torch.linspace(-1.99, 1.99, 400, dtype=torch.float64)
     table = tables.coefficients.detach().clone().requires_grad_()
-    out, log_det = _SharedSpline.apply(x, table, tables)
+    out, log_det = _SharedSpline.apply(x, _columns(table, tables), tables)
     (out.sum() + log_det.sum()).backward()
     assert (table.grad[:, 1:-1].abs() > 1e-6).all()
 
@@ -106,3 +112,51 @@ def test_autograd_backend_has_second_derivatives() -> None:
         return slow(x)
 
     assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize(("num_bins", "mins"), [(1, (1e-3, 1e-3, 1e-3)), (2, (0.1, 0.2, 0.05)),
+                                                (7, (1e-3, 1e-3, 1e-3)), (7, (0.02, 0.05, 0.3))])
+def test_table_backward_passes_gradcheck(num_bins: int, mins: tuple[float, float, float]) -> None:
+    """The hand-written derivative of the ``O(K)`` table (softmax, cumulative sums, softplus and
+    the seven coefficients) against finite differences, with different minimal widths, heights
+    and derivatives (each scales its own rows), and one bin (no inner knot). Moderate
+    parameters: with bins near the minimal size the coefficients reach ``1/w² ~ 10⁵`` and finite
+    differences lose the digits to check them, so the vector-Jacobian product at peaked
+    parameters is checked against autograd's through the same formulas instead."""
+    params = [(0.5 * p).requires_grad_() for p in _params(num_bins, seed=num_bins + 10)]
+
+    def f(w: torch.Tensor, h: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return _rq_kernel._ForwardTable.apply(w, h, d, 1.7, *mins)[0]
+
+    assert torch.autograd.gradcheck(f, tuple(params), atol=1e-8, rtol=1e-6)
+    table = f(*params)
+    want = rq_tables(*params, tail_bound=1.7, inverse=False, min_bin_width=mins[0],
+                     min_bin_height=mins[1], min_derivative=mins[2], closed_form=False).coefficients
+    torch.testing.assert_close(table, want, atol=1e-14, rtol=1e-14)
+
+    peaked = [(4 * p.detach()).requires_grad_() for p in params]
+    weights = torch.randn(table.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = torch.autograd.grad(f(*peaked), peaked, weights)
+    theirs = torch.autograd.grad(
+        rq_tables(*peaked, tail_bound=1.7, inverse=False, min_bin_width=mins[0], min_bin_height=mins[1],
+                  min_derivative=mins[2], closed_form=False).coefficients, peaked, weights)
+    for got, expected in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-9)
+
+
+def test_backward_keeps_six_bytes_per_float32_entry() -> None:
+    """What the fast kernel saves for its backward, per entry: the input (float32, 4 bytes) and
+    its grid column as int16 (2 bytes), nothing else of the entries' size (the table is
+    ``O(K + M)``). An ``int64`` bin, as before, would make it 12."""
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=0)
+    x = torch.randn(64, 1000, requires_grad=True)  # 64,000 entries: more than 7·(2M + 4)
+    per_entry = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() == x.numel():  # per entry (the O(K + M) tables are smaller here)
+            per_entry.append(t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ffn.validation(False):
+        layer(x)
+    assert sum(per_entry) == 6

@@ -63,19 +63,25 @@ def test_kernel_matches_nflows(num_bins: int, bound: float, inverse: bool) -> No
     _close(got_log, want_log, torch.float64)
 
 
+@pytest.mark.parametrize(("num_bins", "scale"), [(10, 1.5), (50, 4.0)], ids=["K10", "narrow-K50"])
 @pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
-def test_kernel_float32_is_as_accurate_as_nflows(inverse: bool) -> None:
+def test_kernel_float32_is_as_accurate_as_nflows(inverse: bool, num_bins: int, scale: float) -> None:
     """In float32, both implementations against nflows in float64 on the same (rounded)
-    inputs and parameters: ours is within float32 precision and no worse than nflows' own."""
-    params = _params(10, torch.float32, seed=7)
-    x = _inputs(2.0, torch.float32).reshape(-1, 1)
+    inputs and parameters: ours is no worse than nflows' own, also for narrow bins (a peaked
+    softmax: widths down to the minimum) at, just above and just below every knot and ±B.
+    Near a knot the float32 knots themselves differ from the float64 ones, so the absolute
+    error bound holds for the gentle spline only."""
+    params = _params(num_bins, torch.float32, scale=scale, seed=7)
+    knots = rq_tables(*params, tail_bound=2.0, inverse=inverse).knots
+    x = torch.cat([_inputs(2.0, torch.float32), knots.nextafter(knots + 1), knots.nextafter(knots - 1)])
+    x = x.reshape(-1, 1)
     ref = _nflows(x.double(), [p.double() for p in params], inverse=inverse, bound=2.0)
     ours = rq_spline(x, *params, inverse=inverse, tail_bound=2.0)
     theirs = _nflows(x, params, inverse=inverse, bound=2.0)
     for got, other, want in zip(ours, theirs, ref, strict=True):
         err = (got.double() - want).abs().max().item()
         assert err <= 2 * (other.double() - want).abs().max().item() + 1e-6
-        assert err < 1e-3
+        assert scale > 2 or err < 1e-3
 
 
 @pytest.mark.parametrize(("inverse", "closed_form"), [(False, True), (False, False), (True, True)],
@@ -116,8 +122,9 @@ def test_kernel_gradcheck() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_grid_lookup_equals_binary_search(seed: int) -> None:
-    """The O(1) bin lookup agrees with torch.searchsorted, also at and next to every knot, for
-    narrow bins (many bins, peaked softmax) and both dtypes."""
+    """The O(1) bin lookup (a column of the table, whose bin is ``tables.bins[column]``) agrees
+    with torch.searchsorted, also at and next to every knot, for narrow bins (many bins, peaked
+    softmax) and both dtypes."""
     dtype = (torch.float32, torch.float64)[seed % 2]
     num_bins = (2, 10, 200, 1000, 50, 7)[seed]
     bound = (0.3, 2.0, 5.0, 1.0, 100.0, 2.0)[seed]
@@ -128,7 +135,7 @@ def test_grid_lookup_equals_binary_search(seed: int) -> None:
         k = tables.knots
         x = torch.cat([_inputs(bound, dtype), k, k.nextafter(k + 1), k.nextafter(k - 1)])
         want = torch.searchsorted(k, x, right=True)
-        assert torch.equal(_locate(x, tables), want)
+        assert torch.equal(tables.bins[_locate(x, tables)], want)
 
 
 def test_fallback_to_binary_search_for_tiny_bins() -> None:
