@@ -17,7 +17,7 @@ rows and columns that make the kernel tile the image.
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,10 @@ def _to_map(rows: Tensor, b: int, h: int, w: int) -> Tensor:
     return rows.reshape(h, w, b, rows.shape[1]).permute(2, 3, 0, 1)
 
 
+KernelParametrization = Literal["svd", "lu"]
+KERNEL_PARAMETRIZATIONS: tuple[str, ...] = get_args(KernelParametrization)
+"""The Linear parametrizations a kernel can use: both give a basis of what is dropped or filled."""
+
 DEFAULT_DENSITY_NET: MapNetKind = "3x3-1x1"
 """The conditional map density of a reducing kernel: ``Conv3×3 → GELU → Conv1×1``."""
 DEFAULT_DENSITY_WIDTH = 64
@@ -90,13 +94,18 @@ def _channels_last(rows: Tensor, b: int, h: int, w: int) -> Tensor:
 
 
 def _check_linear_options(layer: str, bias: object, inverse_density: object, noise: object,
-                          rotation: object, hidden: object, density_net: object) -> None:
+                          rotation: object, hidden: object, density_net: object,
+                          parametrization: object = "svd") -> None:
     """Every option is checked in every regime, also those the regime does not use (a typo in
     ``inverse_density`` of a square kernel must not pass silently)."""
     _checks.boolean(layer, "bias", bias)
     _checks.choice(layer, "inverse_density", inverse_density, get_args(InverseDensityKind))
     check_noise(layer, noise)
     _checks.choice(layer, "rotation", rotation, get_args(RotationKind))
+    if parametrization == "gram":
+        raise ValueError(f"{layer}: parametrization='gram' has no basis of the dropped coordinates "
+                         "or the noise, which the patches' map density needs; use 'svd' or 'lu'")
+    _checks.choice(layer, "parametrization", parametrization, KERNEL_PARAMETRIZATIONS)
     _check_density_net(layer, hidden, density_net)
 
 
@@ -142,7 +151,10 @@ class PatchLinear(Transform):
       the inverse drops ``u``.
 
     ``bias``, ``noise`` and ``rotation`` (``"householder"``, ``"cayley"``, ``"exp"``) configure the
-    Linear. Any ``H × W`` works.
+    Linear. ``parametrization="lu"`` uses the rotation-free
+    :class:`~survae_flowify.layers.lu_linear.LuLinear` instead (``y = x₂ + C x₁`` dropped,
+    ``z = T x₁ + B y + b``, ``V = H·W·Σ s + log p(d | z)``; same map densities and noise; no
+    ``rotation``); ``"gram"`` has no basis of what is dropped and is refused. Any ``H × W`` works.
 
     The conditional density's network
     (:class:`~survae_flowify.distributions.conditional.ConditionalNormalDensity`) is
@@ -182,16 +194,19 @@ class PatchLinear(Transform):
         hidden: int | None = DEFAULT_DENSITY_WIDTH,
         context_features: int | None = None,
         density_net: MapNetKind = DEFAULT_DENSITY_NET,
+        parametrization: KernelParametrization = "svd",
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             _checks.positive_int("PatchLinear", name, value)
-        _check_linear_options("PatchLinear", bias, inverse_density, noise, rotation, hidden, density_net)
+        _check_linear_options("PatchLinear", bias, inverse_density, noise, rotation, hidden, density_net,
+                              parametrization)
         check_context_features("PatchLinear", context_features, inverse_density)
         # The Linear's own (vector) inverse density stays parameter-free: the dropped
         # coordinates get a density over the whole map instead.
         linear = Linear(in_channels, out_channels, bias=bias, noise=noise, inverse_density="normal",
-                        rotation=rotation)
+                        parametrization=parametrization,
+                        **({"rotation": rotation} if parametrization == "svd" else {}))
         self._adopt(linear, inverse_density, hidden=hidden, context_features=context_features,
                     density_net=density_net)
 
@@ -340,7 +355,8 @@ class Conv2d(Sequential):
     inverse when ``stride > 1``, because the padding depends on it), ``rotation`` of the
     Linear's ``U`` and ``V`` (``"householder"``, ``"cayley"``, ``"exp"``), ``hidden`` and
     ``density_net`` (width and kernel sizes of the conditional network, see :class:`PatchLinear`;
-    ``density_net="3x3-3x3"`` is the network before 2026-12), ``context_features``
+    ``density_net="3x3-3x3"`` is the network before 2026-12), ``parametrization`` of the kernel
+    (``"svd"``, default, or the rotation-free ``"lu"``; see :class:`PatchLinear`), ``context_features``
     (a reducing kernel's conditional density also sees a flow context ``(B, k)``, broadcast over
     positions as extra channels; see :class:`PatchLinear`).
     """
@@ -361,12 +377,14 @@ class Conv2d(Sequential):
         hidden: int | None = DEFAULT_DENSITY_WIDTH,
         context_features: int | None = None,
         density_net: MapNetKind = DEFAULT_DENSITY_NET,
+        parametrization: KernelParametrization = "svd",
     ) -> None:
         super(Sequential, self).__init__()  # named parts instead of Sequential's numbered ones
         k, s = check_kernel_stride("Conv2d", kernel_size, stride)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             _checks.positive_int("Conv2d", name, value)
-        _check_linear_options("Conv2d", bias, inverse_density, noise, rotation, hidden, density_net)
+        _check_linear_options("Conv2d", bias, inverse_density, noise, rotation, hidden, density_net,
+                              parametrization)
         check_context_features("Conv2d", context_features, inverse_density)
         if context_features is not None and in_channels * kernel_size**2 <= out_channels:
             raise ValueError(
@@ -386,7 +404,7 @@ class Conv2d(Sequential):
         self.add_module("kernel", PatchLinear(in_channels * k * k, out_channels, bias=bias, noise=noise,
                                               inverse_density=inverse_density, rotation=rotation,
                                               hidden=hidden, context_features=context_features,
-                                              density_net=density_net))
+                                              density_net=density_net, parametrization=parametrization))
 
     def extra_repr(self) -> str:
         out = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -440,8 +458,10 @@ class Conv2d(Sequential):
             dense.weight.copy_(conv.weight.reshape(conv.out_channels, -1))
             if conv.bias is not None:
                 dense.bias.copy_(conv.bias)
+        kernel = layer.kernel.linear
+        kind = {"rotation": kernel.U.kind} if isinstance(kernel, SvdLinear) else {}
         linear = Linear.from_linear(dense, inverse_density="normal", noise=layer.unfold.kind,
-                                    rotation=layer.kernel.linear.U.kind)
+                                    parametrization=kernel.parametrization, **kind)
         # Keep the kernel module (and its map density); load the fitted Linear's state into it.
         layer.kernel.linear.load_state_dict(linear.state_dict())
         return layer

@@ -106,5 +106,25 @@ CASES: dict[str, Case] = {
     "conv2d_single_patch": Case(lambda: Conv2d(1, 5, 2, 1, noise="uniform", image_size=2), (1, 2, 2),
                                 log_det=False),
     "conv2d_stack_linear": Case(_conv_stack_linear, (9,), linear_gaussian=True, log_det=False),
+    # The rotation-free kernel (parametrization="lu"): its increasing regime's noise is not
+    # orthogonal to the range of W, so no autograd log-det check there either.
+    "patch_linear_lu_square": Case(lambda: _kernel(4, 4, (2, 3), parametrization="lu"), (4, 2, 3),
+                                   linear_gaussian=True),
+    "patch_linear_lu_reducing_normal": Case(
+        lambda: _kernel(6, 2, (2, 2), inverse_density="normal", parametrization="lu"), (6, 2, 2),
+        linear_gaussian=True, log_det=False),
+    "patch_linear_lu_increasing_normal": Case(
+        lambda: _kernel(2, 4, (1, 2), parametrization="lu"), (2, 1, 2), linear_gaussian=True,
+        log_det=False),
+    "conv2d_lu_conditional": Case(
+        lambda: Conv2d(2, 3, 2, 2, image_size=4, hidden=8, parametrization="lu"), (2, 4, 4),
+        log_det=False),
+    "conv2d_lu_stack_linear": Case(
+        lambda: ffn.Sequential(ffn.Reshape((9,), (1, 3, 3)),
+                               Conv2d(1, 4, 2, 1, image_size=3, inverse_density="diagonal",
+                                      parametrization="lu"),
+                               Conv2d(4, 3, 2, 2, image_size=2, inverse_density="normal",
+                                      parametrization="lu")),
+        (9,), linear_gaussian=True, log_det=False),
     "conv2d_stack": Case(_conv_stack, (25,), log_det=False),
 }

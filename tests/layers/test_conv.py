@@ -316,6 +316,30 @@ def test_from_conv2d_keeps_the_trained_weights(c_in: int, c_out: int, k: int, s:
         assert type(layer.kernel.inverse_density).__name__ == "DiagonalNormalDensity"
 
 
+@pytest.mark.parametrize(("c_in", "c_out", "k", "s"), [(2, 3, 3, 2), (1, 6, 2, 1), (1, 4, 2, 2)])
+def test_from_conv2d_with_the_rotation_free_kernel(c_in: int, c_out: int, k: int, s: int) -> None:
+    from survae_flowify.layers.lu_linear import LuLinear
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(c_in, c_out, k, s).double()
+    layer = Conv2d.from_conv2d(conv, image_size=(5, 6), parametrization="lu")
+    assert isinstance(layer.kernel.linear, LuLinear)
+    torch.testing.assert_close(layer.weight, conv.weight, atol=1e-10, rtol=0)
+    x = torch.randn(2, c_in, 5, 6, dtype=torch.float64)
+    with ffn.noise_off(), torch.no_grad():
+        z, _ = layer(x)
+        torch.testing.assert_close(z, conv(_pad_like_conv(layer, x)), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("parametrization", "message"), [
+    ("gram", r"Conv2d: parametrization='gram' has no basis of the dropped coordinates"),
+    ("bogus", r"Conv2d: parametrization must be one of 'svd', 'lu', got 'bogus'"),
+])
+def test_conv2d_parametrization_is_checked(parametrization: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Conv2d(2, 3, 2, 2, parametrization=parametrization)  # type: ignore[arg-type]
+
+
 def test_from_conv2d_in_float64() -> None:
     conv = nn.Conv2d(2, 3, 3, 2).double()
     layer = Conv2d.from_conv2d(conv)
