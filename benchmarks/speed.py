@@ -27,9 +27,11 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   ``ReversePermutation`` between (same couplings, bins, bound and hidden widths) wrapped as
   ``NflowsBijection``; ``--nsf-repeats`` rounds (default 5: one nflows step takes seconds);
 * the graph breaks ``torch.compile`` (dynamo) meets in FMLP ``log_prob``;
-* ``compile`` (only when asked: ``--only compile``): the FMLP-MNIST training step with the loss
-  module under ``torch.compile`` (as ``TrainConfig(compile=True)``) against eager, the first
-  (compiling) call reported apart;
+* ``compile`` and ``compile-lu`` (only when asked: ``--only compile``): the FMLP-MNIST training
+  step (SVD; ``parametrization="lu"``) with the loss module under ``torch.compile`` (as
+  ``TrainConfig(compile=True)``) against eager and against the plain twin, the first (compiling)
+  call reported apart;
+* ``fconv1-lu``: the FCONV1-MNIST rows with ``parametrization="lu"`` in every layer;
 * ``fmlp-lu``: the FMLP-MNIST rows with ``parametrization="lu"`` (triangular ``T = L U`` and
   dense couplings, no rotations; conditional inverse densities as in ``fmlp``), and
   ``memory-lu`` its step's peak memory as in ``memory``;
@@ -519,18 +521,22 @@ class _Loss(nn.Module):
         return -self.flow.log_prob(x).mean()
 
 
-def compare_compiled(images: torch.Tensor, args: argparse.Namespace,
-                     sync: Callable[[], None]) -> list[Row]:
+def compare_compiled(images: torch.Tensor, args: argparse.Namespace, sync: Callable[[], None],
+                     label: str = "FMLP-MNIST", **model_kwargs: object) -> list[Row]:
     """FMLP-MNIST training steps with the loss module under ``torch.compile`` (forward and
-    backward, as ``TrainConfig(compile=True)`` runs them; Adam stays eager) against eager, both
-    with input checks off. The first call's compile time is reported apart from the step time."""
-    eager = flowified("fmlp").to(args.device).train()
-    twin = flowified("fmlp").to(args.device).train()
+    backward, as ``TrainConfig(compile=True)`` runs them; Adam stays eager) against eager and
+    against the plain twin in the same rounds, input checks off. The first call's compile time is
+    reported apart from the step time. ``model_kwargs`` go to the model's layers."""
+    eager = flowified("fmlp", **model_kwargs).to(args.device).train()
+    twin = flowified("fmlp", **model_kwargs).to(args.device).train()
     twin.load_state_dict(eager.state_dict())
+    plain = plain_mlp().to(args.device).train()
+    flat = images.float() / LEVELS
     compiled = torch.compile(_Loss(twin))
     loss = _Loss(eager)
     steps = {"eager": train_step(eager, lambda: loss(images)),
-             "compiled": train_step(twin, lambda: compiled(images))}
+             "compiled": train_step(twin, lambda: compiled(images)),
+             "plain": train_step(plain, lambda: plain(flat).pow(2).mean())}
     torch._dynamo.reset()
     with ffn.validation(False):
         start = time.perf_counter()
@@ -538,8 +544,9 @@ def compare_compiled(images: torch.Tensor, args: argparse.Namespace,
         sync()
         compile_s = time.perf_counter() - start
         t = interleaved(steps, repeats=args.repeats, warmup=args.warmup, sync=sync)
-    return [Row("FMLP-MNIST train step: compiled", t["compiled"], "eager step", t["eager"],
-                note=f"first call (compiles) {compile_s:.1f} s")]
+    return [Row(f"{label} train step: compiled", t["compiled"], "eager step", t["eager"],
+                note=f"first call (compiles) {compile_s:.1f} s"),
+            Row(f"{label} train step: compiled", t["compiled"], "plain net", t["plain"], "≤ 3")]
 
 
 def peak_step_memory(step: Callable[[], object]) -> tuple[int, int]:
@@ -701,10 +708,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fmlp-lu", "fconv1", "fconv1-densities",
-          "spline", "spline-kernels", "coupling", "nsf", "compile", "memory", "memory-lu")
+GROUPS = ("fmlp", "fmlp-normal", "fmlp-gram", "fmlp-gram-cond", "fmlp-lu", "fconv1", "fconv1-lu",
+          "fconv1-densities", "spline", "spline-kernels", "coupling", "nsf", "compile", "compile-lu",
+          "memory", "memory-lu")
 """Row groups of the table, in order; ``--only`` picks some."""
-DEFAULT_GROUPS = [g for g in GROUPS if g != "compile"]
+DEFAULT_GROUPS = [g for g in GROUPS if not g.startswith("compile")]
 """All but ``compile``, whose first call compiles for minutes on a small CPU: ask for it."""
 
 
@@ -730,7 +738,10 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
     if group == "memory-lu":
         return compare_memory_lu(args)
     if group == "fconv1":
-        return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""))
+        return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("≤ 5", "≤ 5"))
+    if group == "fconv1-lu":  # the rotation-free kernels in every convolution and dense layer
+        return compare_model("FCONV1-MNIST lu", "fconv1", plain_conv(), images, args, sync,
+                             ("≤ 5", "≤ 5"), parametrization="lu")
     if group == "fconv1-densities":
         return compare_fconv_densities(images, args, sync)
     if group == "spline":
@@ -744,6 +755,8 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
         return compare_coupling(args, sync)
     if group == "nsf":
         return compare_nsf(images, args, sync)
+    if group == "compile-lu":
+        return compare_compiled(images, args, sync, "FMLP-MNIST lu", parametrization="lu")
     if group == "compile":
         return compare_compiled(images, args, sync)
     return compare_memory(args)
