@@ -460,7 +460,8 @@ def rq_apply(inputs: Tensor, tables: RqTables, *, closed_form: bool = True) -> t
     Forward with ``closed_form`` (the default): :class:`_SharedSpline`, first derivatives only.
     Otherwise, and for the inverse, the same formulas through autograd (any order).
     """
-    flat = inputs.reshape(-1)
+    order = _memory_order(inputs)
+    flat = inputs.permute(order).reshape(-1)  # a view when the strides are a permutation's
     if closed_form and not tables.inverse:
         out, log_det = _SharedSpline.apply(flat, tables.columns, tables)
     else:
@@ -469,7 +470,21 @@ def rq_apply(inputs: Tensor, tables: RqTables, *, closed_form: bool = True) -> t
         col = _locate(flat, tables).long()
         columns = tables.columns.gather(1, col.expand(tables.columns.shape[0], -1)).unbind(0)
         out, log_det = (_inverse if tables.inverse else _forward_autograd)(flat, *columns)
-    return out.view(inputs.shape), log_det.view(inputs.shape)
+    shape = [inputs.shape[d] for d in order]
+    back = sorted(range(len(order)), key=order.__getitem__)
+    return out.view(shape).permute(back), log_det.view(shape).permute(back)
+
+
+def _memory_order(x: Tensor) -> list[int]:
+    """Dimensions of ``x`` from the outermost in memory to the innermost, when ``x`` is a
+    permutation of a contiguous tensor (a channels-last map, a transposed matrix); else the
+    logical order. Working in memory order makes flattening a view: the copy ``reshape(-1)``
+    makes of a channels-last map cost ~8 ms of FCONV1-MNIST's eval ``log_prob`` (batch 256)."""
+    logical = list(range(x.dim()))
+    if x.is_contiguous():
+        return logical
+    order = sorted(logical, key=lambda d: (-x.stride(d), d))
+    return order if x.permute(order).is_contiguous() else logical
 
 
 def rq_spline(

@@ -116,7 +116,8 @@ class RqSpline(ParameterCache, Bijection):
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z, log_d = self._spline(x, inverse=False)
-        return z, log_d.flatten(1).sum(1) if log_d.dim() > 1 else log_d
+        # A sum over the event dimensions, not flatten(1): the layout may be channels-last.
+        return z, log_d.sum(tuple(range(1, log_d.dim()))) if log_d.dim() > 1 else log_d
 
     def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
         return self._spline(z, inverse=True)[0]

@@ -327,3 +327,24 @@ def test_no_graph_breaks_under_dynamo() -> None:
         explanation = torch._dynamo.explain(both)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "strided"])
+def test_spline_follows_the_input_memory_layout(layout: str) -> None:
+    """A permuted (channels-last, transposed) input is worked in memory order, without a copy:
+    the values and gradients are those of the contiguous input, and the output keeps the layout."""
+    spline = perturb_parameters(ffn.RqSpline(), scale=0.5)
+    base = 2 * torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = {"channels_last": base.to(memory_format=torch.channels_last),
+         "transposed": base.transpose(1, 3), "strided": base[:, :, ::2]}[layout]
+    spline = spline.double()
+    xg, xc = x.clone().requires_grad_(), x.contiguous().requires_grad_()
+    z, log_d = spline(xg)
+    zc, log_dc = spline(xc)
+    torch.testing.assert_close(z, zc, rtol=0, atol=0)
+    torch.testing.assert_close(log_d, log_dc, rtol=1e-14, atol=1e-12)
+    (z.square().sum() + log_d.sum()).backward()
+    (zc.square().sum() + log_dc.sum()).backward()
+    torch.testing.assert_close(xg.grad, xc.grad, rtol=1e-14, atol=1e-12)
+    if layout != "strided":  # a permutation of a contiguous tensor: same strides out
+        assert z.stride() == x.stride()
