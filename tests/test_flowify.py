@@ -172,18 +172,21 @@ def test_register_converter(monkeypatch: pytest.MonkeyPatch) -> None:
     def convert(module: _Scale, **ctx: object) -> ffn.Transform:
         seen.update(ctx)
         (d,) = ctx["input_shape"]  # type: ignore[misc]
-        dense = nn.Linear(d, d, bias=False)
+        dense = nn.Linear(d, d, bias=False, dtype=torch.float64)
         with torch.no_grad():
             dense.weight.copy_(module.factor * torch.eye(d))
         return ffn.Linear.from_linear(dense, rotation=ctx["rotation"])
 
     register_converter(_Scale, convert)
-    net = nn.Sequential(nn.Linear(2, 3), _Scale(-2.0), nn.LeakyReLU(0.5))
+    # float64 and a seed: in float32 the fit through the matrix logarithm (rotation="exp") is
+    # good to ~1e-4 for some random weights, which made this test depend on the tests before it.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3), _Scale(-2.0), nn.LeakyReLU(0.5)).double()
     flow = flowify(net, input_shape=(2,), rotation="exp")
     assert seen == {"keep_weights": True, "input_shape": (3,), "rotation": "exp"}
-    x = torch.randn(5, 2)
+    x = torch.randn(5, 2, dtype=torch.float64)
     with ffn.noise_off(), torch.no_grad():
-        torch.testing.assert_close(flow(x)[0], net(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(flow(x)[0], net(x), atol=1e-10, rtol=1e-10)
     with pytest.raises(TypeError, match=r"nn.Module subclass"):
         register_converter(int, convert)  # type: ignore[arg-type]
     register_converter(_Scale, lambda module, **ctx: module)  # returns a plain nn.Module
