@@ -25,15 +25,12 @@ from survae_flowify.algebra.transform import (
     Bijection,
     GenerativeSurjection,
     InferenceSurjection,
-    check_context,
 )
-from survae_flowify.distributions.conditional import make_inverse_density
-from survae_flowify.distributions.noise import Noise
 from survae_flowify.layers import (
     gram_linear,  # noqa: F401  (registers parametrization="gram")
     lu_linear,  # noqa: F401  (registers parametrization="lu")
 )
-from survae_flowify.layers.linear_base import Linear, register
+from survae_flowify.layers.linear_base import IncreasingParts, Linear, ReducingParts, SquareParts, register
 from survae_flowify.layers.rotations import Rotation
 
 __all__ = ["IncreasingLinear", "Linear", "ReducingLinear", "SquareLinear", "SvdLinear"]
@@ -125,7 +122,7 @@ class SvdLinear(Linear):
 
 
 @register("svd", "square")
-class SquareLinear(SvdLinear, Bijection):
+class SquareLinear(SquareParts, SvdLinear, Bijection):
     """``in == out``: an invertible linear map, ``z = U Σ Vᵀ x + b``; contribution ``Σ log σ``."""
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
@@ -139,23 +136,10 @@ class SquareLinear(SvdLinear, Bijection):
             z = self.U.rotate(self.V.rotate_t(x) * torch.exp(self.log_sigma).to(x.dtype))
         return z + self._b(x), None, None, self._log_det(x)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, _, _, log_det = self.forward_parts(x)
-        return z, log_det.expand(x.shape[0])
-
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        return self.inverse_parts(z, None)
-
 
 @register("svd", "reducing")
-class ReducingLinear(SvdLinear, InferenceSurjection):
+class ReducingLinear(ReducingParts, SvdLinear, InferenceSurjection):
     """``in > out``: exact, with a right inverse that samples the dropped coordinates."""
-
-    def _init_regime(self) -> None:
-        drop = self.in_features - self.out_features
-        self.inverse_density = make_inverse_density(
-            self.inverse_density_kind, (drop,), (self.out_features,), hidden=self.hidden,  # type: ignore[arg-type]
-            context_features=self.context_features, owner="Linear")
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         v = self.V.matrix()
@@ -172,27 +156,10 @@ class ReducingLinear(SvdLinear, InferenceSurjection):
             z = self.U.rotate(y[:, : self.rank] * torch.exp(self.log_sigma).to(x.dtype))
         return z + self._b(x), dropped, None, self._log_det(x)
 
-    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_context(self, context, self.context_features, x.shape[0])
-        z, dropped, _, log_det = self.forward_parts(x)
-        return z, log_det + self.inverse_density.log_prob(dropped, z, context)
-
-    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
-        check_context(self, context, self.context_features, z.shape[0])
-        d = self.inverse_density.draw(z, context, mean=mean)
-        return self.inverse_parts(z, d)
-
 
 @register("svd", "increasing")
-class IncreasingLinear(SvdLinear, GenerativeSurjection):
+class IncreasingLinear(IncreasingParts, SvdLinear, GenerativeSurjection):
     """``in < out``: a lower bound; noise fills the ``out − in`` new directions."""
-
-    def _init_regime(self) -> None:
-        self.noise = Noise(self.noise_kind)  # type: ignore[arg-type]
-
-    @property
-    def bounded_noise(self) -> bool:
-        return self.noise.bounded
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         u = self.U.matrix()
@@ -208,10 +175,3 @@ class IncreasingLinear(SvdLinear, GenerativeSurjection):
             y = self.V.rotate_t(x) * torch.exp(self.log_sigma).to(x.dtype)
             z = self.U.rotate(torch.cat([y, u], dim=1))
         return z + self._b(x), None, log_q, self._log_det(x)
-
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, _, log_q, log_det = self.forward_parts(x)
-        return z, log_det - log_q
-
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        return self.inverse_parts(z, None)

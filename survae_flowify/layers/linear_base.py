@@ -17,12 +17,26 @@ from torch import Tensor, nn
 
 from survae_flowify import _checks
 from survae_flowify._cache import ParameterCache
-from survae_flowify.algebra.transform import Shape, Transform
-from survae_flowify.distributions.conditional import InverseDensityKind, check_context_features
-from survae_flowify.distributions.noise import NoiseKind
+from survae_flowify.algebra.transform import Shape, Transform, check_context
+from survae_flowify.distributions.conditional import (
+    InverseDensityKind,
+    check_context_features,
+    make_inverse_density,
+)
+from survae_flowify.distributions.noise import Noise, NoiseKind
 from survae_flowify.layers.rotations import RotationKind
 
-__all__ = ["INVERSE_DENSITIES", "Linear", "NOISES", "PARAMETRIZATIONS", "ROTATIONS", "register"]
+__all__ = [
+    "INVERSE_DENSITIES",
+    "NOISES",
+    "PARAMETRIZATIONS",
+    "ROTATIONS",
+    "IncreasingParts",
+    "Linear",
+    "ReducingParts",
+    "SquareParts",
+    "register",
+]
 
 Parametrization = Literal["svd", "gram", "lu"]
 Regime = Literal["square", "reducing", "increasing"]
@@ -192,3 +206,58 @@ class Linear(ParameterCache, Transform):
                 with torch.no_grad():
                     layer.bias_param.copy_(linear.bias.detach().to(layer.bias_param))
         return layer.to(device=weight.device, dtype=weight.dtype)
+
+
+# ----------------------------------------------------------------------------- regimes by parts
+# The three regimes' transform methods, written once for every parametrization that offers the
+# low-level parts ``forward_parts(x) -> (z, dropped, log_q, log_det)`` and
+# ``inverse_parts(z, dropped) -> x`` (SVD and LU). Put the mixin first in the bases, so that its
+# ``_init_regime`` and methods take precedence over the parametrization's defaults.
+class SquareParts:
+    """``in == out``: ``V = log_det``; the inverse is ``inverse_parts(z, None)``."""
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, _, _, log_det = self.forward_parts(x)  # type: ignore[attr-defined]
+        return z, log_det.expand(x.shape[0])
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        return self.inverse_parts(z, None)  # type: ignore[attr-defined]
+
+
+class ReducingParts:
+    """``in > out``: ``V = log_det + log p(dropped | z[, context])``, exact; the inverse draws the
+    dropped coordinates from that density (or takes its mean)."""
+
+    def _init_regime(self) -> None:
+        drop = self.in_features - self.out_features  # type: ignore[attr-defined]
+        self.inverse_density = make_inverse_density(
+            self.inverse_density_kind, (drop,), (self.out_features,), hidden=self.hidden,  # type: ignore[attr-defined]
+            context_features=self.context_features, owner="Linear")  # type: ignore[attr-defined]
+
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_context(self, context, self.context_features, x.shape[0])  # type: ignore[arg-type, attr-defined]
+        z, dropped, _, log_det = self.forward_parts(x)  # type: ignore[attr-defined]
+        return z, log_det + self.inverse_density.log_prob(dropped, z, context)
+
+    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
+        check_context(self, context, self.context_features, z.shape[0])  # type: ignore[arg-type, attr-defined]
+        return self.inverse_parts(z, self.inverse_density.draw(z, context, mean=mean))  # type: ignore[attr-defined]
+
+
+class IncreasingParts:
+    """``in < out``: ``V = log_det − log q(u)`` for the noise ``u`` the forward drew (a bound);
+    the inverse drops the noise."""
+
+    def _init_regime(self) -> None:
+        self.noise = Noise(self.noise_kind)  # type: ignore[attr-defined]
+
+    @property
+    def bounded_noise(self) -> bool:
+        return self.noise.bounded
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, _, log_q, log_det = self.forward_parts(x)  # type: ignore[attr-defined]
+        return z, log_det - log_q
+
+    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
+        return self.inverse_parts(z, None)  # type: ignore[attr-defined]

@@ -43,11 +43,8 @@ from survae_flowify.algebra.transform import (
     Bijection,
     GenerativeSurjection,
     InferenceSurjection,
-    check_context,
 )
-from survae_flowify.distributions.conditional import make_inverse_density
-from survae_flowify.distributions.noise import Noise
-from survae_flowify.layers.linear_base import Linear, register
+from survae_flowify.layers.linear_base import IncreasingParts, Linear, ReducingParts, SquareParts, register
 
 __all__ = ["LuIncreasingLinear", "LuLinear", "LuReducingLinear", "LuSquareLinear"]
 
@@ -202,7 +199,7 @@ class LuLinear(Linear):
 
 
 @register("lu", "square")
-class LuSquareLinear(LuLinear, Bijection):
+class LuSquareLinear(SquareParts, LuLinear, Bijection):
     """``in == out``: ``z = T Pᵀx + b``, contribution ``Σ s``."""
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
@@ -219,24 +216,11 @@ class LuSquareLinear(LuLinear, Bijection):
     def inverse_parts(self, z: Tensor, dropped: Tensor | None) -> Tensor:
         return self._solve_t(z - self._b(z)).index_select(1, self._inverse_perm())
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, _, _, log_det = self.forward_parts(x)
-        return z, log_det.expand(x.shape[0])
-
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        return self.inverse_parts(z, None)
-
 
 @register("lu", "reducing")
-class LuReducingLinear(LuLinear, InferenceSurjection):
+class LuReducingLinear(ReducingParts, LuLinear, InferenceSurjection):
     """``in > out``: ``y = x₂ + C x₁`` dropped, ``z = T x₁ + B y + b``; exact, with a right
     inverse that samples ``y ~ p(· | z)``."""
-
-    def _init_regime(self) -> None:
-        drop = self.in_features - self.out_features
-        self.inverse_density = make_inverse_density(
-            self.inverse_density_kind, (drop,), (self.out_features,), hidden=self.hidden,  # type: ignore[arg-type]
-            context_features=self.context_features, owner="Linear")
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         # One (in × in) matrix gives z − b and y: [[T + BC, B], [C, I]] Pᵀ.
@@ -267,26 +251,10 @@ class LuReducingLinear(LuLinear, InferenceSurjection):
         x2 = dropped - x1 @ self.C.to(z.dtype).T
         return torch.cat([x1, x2], 1).index_select(1, self._inverse_perm())
 
-    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_context(self, context, self.context_features, x.shape[0])
-        z, dropped, _, log_det = self.forward_parts(x)
-        return z, log_det + self.inverse_density.log_prob(dropped, z, context)
-
-    def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
-        check_context(self, context, self.context_features, z.shape[0])
-        return self.inverse_parts(z, self.inverse_density.draw(z, context, mean=mean))
-
 
 @register("lu", "increasing")
-class LuIncreasingLinear(LuLinear, GenerativeSurjection):
+class LuIncreasingLinear(IncreasingParts, LuLinear, GenerativeSurjection):
     """``in < out``: ``w = u + C x``, ``z = P (T x + B w, w) + b``; a lower bound."""
-
-    def _init_regime(self) -> None:
-        self.noise = Noise(self.noise_kind)  # type: ignore[arg-type]
-
-    @property
-    def bounded_noise(self) -> bool:
-        return self.noise.bounded
 
     def _build_eval_mats(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         # z = W x + G u + b with G = P [[B], [I]].
@@ -319,10 +287,3 @@ class LuIncreasingLinear(LuLinear, GenerativeSurjection):
         self.perm.copy_(p.argmax(0))
         self.B.zero_()
         self.C.copy_((lower[r:] @ upper).to(self.C))
-
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, _, log_q, log_det = self.forward_parts(x)
-        return z, log_det - log_q
-
-    def _inverse(self, z: Tensor, *, mean: bool) -> Tensor:
-        return self.inverse_parts(z, None)
