@@ -91,14 +91,12 @@ class RqSpline(ParameterCache, Bijection):
     def _tables(self, x: Tensor, *, inverse: bool) -> RqTables:
         """The parameter-only part; cached in eval mode (:mod:`survae_flowify._cache`)."""
         params = self._spline_parameters()
-        closed_form = self.backend == "fast"
 
         def build() -> RqTables:
-            return rq_tables(*(p.to(x.dtype) for p in params), tail_bound=self.tail_bound,
-                             inverse=inverse, closed_form=closed_form)
+            return rq_tables(*(p.to(x.dtype) for p in params), tail_bound=self.tail_bound, inverse=inverse)
 
         return self._derived("inverse" if inverse else "forward", params, build,
-                             extra=(x.dtype, self.tail_bound, closed_form))
+                             extra=(x.dtype, self.tail_bound))
 
     def _nflows(self, x: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         shape = (*x.shape, -1)
