@@ -21,8 +21,6 @@ from survae_flowify.transforms.orthogonal import log_q_orthogonal
 
 __all__ = ["Unfold", "fold", "multiplicities", "patches"]
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
 
 def _counts(size: int, kernel_size: int, stride: int, like: Tensor) -> Tensor:
     """Along one axis: the number of windows ``[i·s, i·s + k)``, ``0 ≤ i < (size − k)//s + 1``,
@@ -228,9 +226,11 @@ class Unfold(GenerativeSurjection):
         scale = torch.exp(log_scale)
         m = c * (n - 1).sum()
         if self.kind == "normal":
-            # log q needs ‖u‖²/σ² summed over the pixels of an image only: no fold of g².
-            sq_norm = g.square().sum((0, 1, 2))
-            return g * scale, -0.5 * sq_norm - m * (log_scale + _HALF_LOG_2PI)
+            # The normal log q is a sum over pixels: one "pixel" holding the image's whole ‖u‖²
+            # and all its m = Σ(N−1) degrees of freedom gives the same value, without a fold of g².
+            u = g * scale
+            sq_norm = u.square().sum((0, 1, 2))[:, None]
+            return u, log_q_orthogonal(sq_norm, m.reshape(1), log_scale, "normal")
         # Uniform on the (N−1)-ball: unit direction times radius σ·U^{1/(N−1)}. Where N = 1, g is
         # exactly 0; the masks keep 0/0 out of the values and of the gradients.
         sq_norm = _fold(g.square(), (h, w), k, s)  # (C, H, W, B)
