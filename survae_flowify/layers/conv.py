@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from survae_flowify import _checks
-from survae_flowify._layout import to_channels_last_map, to_map, to_rows
+from survae_flowify._layout import to_map, to_rows
 from survae_flowify.algebra.sequential import Sequential
 from survae_flowify.algebra.transform import (
     Bijection,
@@ -282,7 +282,7 @@ class PatchLinear(Transform):
         if dropped is not None:
             contribution = contribution + self.inverse_density.log_prob(to_map(dropped, b, h, w), z_map,
                                                                         context)
-        return to_channels_last_map(z, b, h, w), contribution
+        return z_map, contribution
 
     def _inverse(self, z: Tensor, context: Tensor | None = None, *, mean: bool) -> Tensor:
         check_context(self, context, self.context_features, z.shape[0])
