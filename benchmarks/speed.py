@@ -12,7 +12,7 @@ contender per round, so drifts in machine load hit all alike) and reported as me
 * the same for FCONV1-MNIST (figure 11) against the plain conv stack of the same shapes;
   ``fconv1-densities``: FCONV1-MNIST with the convolutions' conditional densities of today
   (``density_net="3x3-1x1"``), of before 2026-12 (``"3x3-3x3"``) and ``"3x3-1x1"`` with the
-  width ``C_out`` (``hidden=None``), all against the plain twin in the same rounds;
+  width ``C_out`` (``hidden=None``), each against the plain twin;
 * the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
   parameters): the fast kernel (closed-form backward) vs the same layer on ``backend="autograd"``
   (the same formulas differentiated by autograd, as the kernel was before) vs nflows' function vs
@@ -245,29 +245,6 @@ FCONV1_DENSITIES = {  # row label -> model keywords (models.fconv1)
     "3x3-3x3 (before)": {"density_net": "3x3-3x3"},
     "3x3-1x1, width C_out": {"hidden": None},
 }
-
-
-def compare_fconv_densities(images: torch.Tensor, args: argparse.Namespace,
-                            sync: Callable[[], None]) -> list[Row]:
-    """FCONV1-MNIST with each of :data:`FCONV1_DENSITIES` and the plain twin, interleaved: train
-    step and eval ``log_prob``."""
-    flows = {label: flowified("fconv1", **kw).to(args.device) for label, kw in FCONV1_DENSITIES.items()}
-    plain = plain_conv().to(args.device)
-    flat = images.float() / LEVELS
-    rows = []
-    for mode in ("train step", "eval log_prob"):
-        train = mode == "train step"
-        for module in (*flows.values(), plain):
-            module.train(train)
-        if train:
-            contenders = {k: train_step(f, lambda f=f: -f.log_prob(images).mean()) for k, f in flows.items()}
-            contenders["plain"] = train_step(plain, lambda: plain(flat).pow(2).mean())
-        else:
-            contenders = {k: torch.no_grad()(lambda f=f: f.log_prob(images)) for k, f in flows.items()}
-            contenders["plain"] = torch.no_grad()(lambda: plain(flat))
-        t = interleaved(contenders, repeats=args.repeats, warmup=args.warmup, sync=sync)
-        rows += [Row(f"FCONV1-MNIST {mode}: {k}", t[k], "plain twin", t["plain"]) for k in flows]
-    return rows
 
 
 def elementwise_runners(
@@ -742,8 +719,10 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
     if group == "fconv1-lu":  # the rotation-free kernels in every convolution and dense layer
         return compare_model("FCONV1-MNIST lu", "fconv1", plain_conv(), images, args, sync,
                              ("≤ 5", "≤ 5"), parametrization="lu")
-    if group == "fconv1-densities":
-        return compare_fconv_densities(images, args, sync)
+    if group == "fconv1-densities":  # each density network against the plain twin
+        return [row for label, kw in FCONV1_DENSITIES.items()
+                for row in compare_model(f"FCONV1-MNIST, density {label}:", "fconv1", plain_conv(),
+                                         images, args, sync, ("", ""), **kw)]
     if group == "spline":
         return compare_spline(args, sync)
     if group == "spline-kernels":  # the closed-form backward against autograd's inside whole models
