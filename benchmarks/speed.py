@@ -566,16 +566,24 @@ def peak_step_memory(step: Callable[[], object]) -> tuple[int, int]:
     return live + peak, peak
 
 
-def compare_memory(args: argparse.Namespace) -> list[Row]:
-    """Peak memory of one FMLP-MNIST training step (batch ``--batch``) against the plain twin's.
-    The ratio column compares the peaks of all live tensors; the note gives what the step itself
-    allocates (activations, gradients, temporaries) on top of parameters and Adam's moments."""
+MEMORY_VARIANTS = {
+    "memory": (("FMLP-MNIST", {}), ("FMLP-MNIST gram, conditional", {"parametrization": "gram"})),
+    "memory-lu": (("FMLP-MNIST lu, conditional", {"parametrization": "lu"}),),
+}
+"""Row label and model keywords of each memory group."""
+
+
+def compare_memory(args: argparse.Namespace, group: str = "memory") -> list[Row]:
+    """Peak memory of one FMLP-MNIST training step (batch ``--batch``) against the plain twin's,
+    for the models of :data:`MEMORY_VARIANTS` ``[group]``. The ratio column compares the peaks of
+    all live tensors; the note gives what the step itself allocates (activations, gradients,
+    temporaries) on top of parameters and Adam's moments."""
     images = mnist_like(args.batch, args.device)
     flat = images.float() / LEVELS
     rows = []
     plain = plain_mlp().to(args.device).train()
     plain_peak, plain_extra = peak_step_memory(train_step(plain, lambda: plain(flat).pow(2).mean()))
-    for label, kwargs in (("FMLP-MNIST", {}), ("FMLP-MNIST gram, conditional", {"parametrization": "gram"})):
+    for label, kwargs in MEMORY_VARIANTS[group]:
         flow = flowified("fmlp", **kwargs).to(args.device).train()
         with ffn.validation(False):
             peak, extra = peak_step_memory(train_step(flow, lambda f=flow: -f.log_prob(images).mean()))
@@ -585,22 +593,6 @@ def compare_memory(args: argparse.Namespace) -> list[Row]:
                         note=f"allocated by the step itself: {extra / mib:.1f} MiB against "
                              f"{plain_extra / mib:.1f} MiB, {extra / max(plain_extra, 1):.2f}×"))
     return rows
-
-
-def compare_memory_lu(args: argparse.Namespace) -> list[Row]:
-    """:func:`compare_memory` for ``parametrization="lu"`` (conditional inverse densities)."""
-    images = mnist_like(args.batch, args.device)
-    flat = images.float() / LEVELS
-    plain = plain_mlp().to(args.device).train()
-    plain_peak, plain_extra = peak_step_memory(train_step(plain, lambda: plain(flat).pow(2).mean()))
-    flow = flowified("fmlp", parametrization="lu").to(args.device).train()
-    with ffn.validation(False):
-        peak, extra = peak_step_memory(train_step(flow, lambda: -flow.log_prob(images).mean()))
-    mib = 2.0**20
-    return [Row("FMLP-MNIST lu, conditional step peak memory", peak / mib, "plain net",
-                plain_peak / mib, "≤ 2", unit="MiB",
-                note=f"allocated by the step itself: {extra / mib:.1f} MiB against "
-                     f"{plain_extra / mib:.1f} MiB, {extra / max(plain_extra, 1):.2f}×")]
 
 
 def mnist_like(batch: int, device: torch.device) -> torch.Tensor:
@@ -713,7 +705,7 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
         return compare_model("FMLP-MNIST lu, conditional", "fmlp", plain_mlp(), images, args,
                              sync, goals, parametrization="lu")
     if group == "memory-lu":
-        return compare_memory_lu(args)
+        return compare_memory(args, group)
     if group == "fconv1":
         return compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("≤ 5", "≤ 5"))
     if group == "fconv1-lu":  # the rotation-free kernels in every convolution and dense layer
