@@ -60,8 +60,7 @@ def _normal_log_prob(d: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
     u = (d - loc) * torch.exp(-log_scale)
     dims = tuple(range(1, d.dim()))
     n = math.prod(d.shape[1:])
-    log_scale_sum = log_scale.expand_as(u).sum(dims) if dims else log_scale.expand_as(u)
-    return -0.5 * u.square().sum(dims) - log_scale_sum - n * _HALF_LOG_2PI
+    return -0.5 * u.square().sum(dims) - log_scale.expand_as(u).sum(dims) - n * _HALF_LOG_2PI
 
 
 def _scale_fraction(raw: Tensor) -> Tensor:
