@@ -6,6 +6,8 @@ version its metadata declares must be the one the code defines.
 """
 
 import importlib.metadata
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,6 +23,15 @@ problems = [
     *([f"version {distribution.version} != __version__ {survae_flowify.__version__}"]
       if distribution.version != survae_flowify.__version__ else []),
 ]
+# The spline's C loops build from the installed source where a C compiler is (as on CI).
+if shutil.which(os.environ.get("CC", "cc")):
+    from survae_flowify.transforms import _rq_native
+
+    if not (installed / "transforms" / "_rq_native.c").is_file():
+        problems.append("transforms/_rq_native.c is missing")
+    elif not _rq_native.available():
+        problems.append("the spline's C kernel did not build from the installed source")
 if problems:
     sys.exit("survae_flowify as installed from the wheel: " + "; ".join(problems))
-print(f"survae_flowify {distribution.version} from the wheel at {installed}: py.typed and LICENSE present")
+print(f"survae_flowify {distribution.version} from the wheel at {installed}: py.typed, LICENSE and the "
+      "spline kernel's C source present")

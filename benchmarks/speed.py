@@ -14,10 +14,12 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   (``density_net="3x3-1x1"``), of before 2026-12 (``"3x3-3x3"``) and ``"3x3-1x1"`` with the
   width ``C_out`` (``hidden=None``), each against the plain twin;
 * the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
-  parameters): the fast kernel (closed-form backward) vs the same layer on ``backend="autograd"``
+  parameters): the fast kernel (per-entry loops in C, closed-form backward) vs the same kernel
+  with its loops in PyTorch (``_rq_native.disabled()``) vs the same layer on ``backend="autograd"``
   (the same formulas differentiated by autograd, as the kernel was before) vs nflows' function vs
-  LeakyReLU; and (group ``spline-kernels``) the FMLP-MNIST and FCONV1-MNIST train step and eval
-  ``log_prob`` with the closed-form and with the autograd backward, against the plain twin;
+  LeakyReLU; and (group ``spline-kernels``) the FMLP-MNIST (SVD and LU) and FCONV1-MNIST train
+  step and eval ``log_prob`` with the C loops, the PyTorch loops and the autograd backward,
+  against the plain twin;
 * ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
   392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
   with the same mask, bins, tails and network (nflows' ``MLP``), forward and forward+backward;
@@ -71,6 +73,7 @@ from torch.nn import functional as F
 import survae_flowify as ffn
 from survae_flowify.testing import perturb_parameters
 from survae_flowify.training import adam
+from survae_flowify.transforms import _rq_native
 
 MNIST = (1, 28, 28)
 LEVELS = 256
@@ -286,6 +289,16 @@ def with_autograd_backward(fn: Callable[[], object], model: nn.Module) -> Callab
     return run
 
 
+def with_torch_loops(fn: Callable[[], object], model: nn.Module) -> Callable[[], None]:
+    """``fn`` with the spline kernel's per-entry loops in PyTorch (``_rq_native.disabled()``)
+    rather than in C: the same tables, formulas and closed-form backward."""
+
+    def run() -> None:
+        with _rq_native.disabled():
+            fn()
+    return run
+
+
 def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
     """Layers with input validation off, so the kernels themselves are timed: the fast kernel
     against the same layer differentiated by autograd (``with_autograd_backward``: same parameters,
@@ -313,8 +326,10 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
         for what, make in (("forward", forward), ("fwd+bwd", backward)):
             contenders = {k: make(v) for k, v in layers.items()}
             contenders["old"] = with_autograd_backward(make(layers["fast"]), layers["fast"])
+            contenders["torch"] = with_torch_loops(make(layers["fast"]), layers["fast"])
             t = interleaved(contenders, repeats=repeats, warmup=args.warmup, sync=sync)
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "LeakyReLU", t["leaky"]))
+            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "PyTorch loops", t["torch"]))
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "autograd backward", t["old"]))
             rows.append(Row(f"RqSpline {shape} {what}: autograd backward", t["old"], "LeakyReLU", t["leaky"]))
             rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "fast spline", t["fast"]))
@@ -717,11 +732,13 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
                                          images, args, sync, ("", ""), **kw)]
     if group == "spline":
         return compare_spline(args, sync)
-    if group == "spline-kernels":  # the closed-form backward against autograd's inside whole models
-        autograd = {"autograd backward": with_autograd_backward}
-        return (compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, goals, autograd)
+    if group == "spline-kernels":  # the kernel's C loops and closed-form backward inside whole models
+        kernels = {"PyTorch loops": with_torch_loops, "autograd backward": with_autograd_backward}
+        return (compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, goals, kernels)
+                + compare_model("FMLP-MNIST lu", "fmlp", plain_mlp(), images, args, sync, goals,
+                                {"PyTorch loops": with_torch_loops}, parametrization="lu")
                 + compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""),
-                                autograd))
+                                kernels))
     if group == "coupling":
         return compare_coupling(args, sync)
     if group == "nsf":
@@ -756,7 +773,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor()
     print(f"survae_flowify speed — device {args.device} ({name or platform.machine()}), batch {args.batch}, "
           f"{args.repeats} interleaved rounds (medians), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads")
+          f"{torch.get_num_threads()} CPU threads; spline loops in "
+          f"{'C' if _rq_native.available() else 'PyTorch (no C compiler, or SURVAE_FLOWIFY_NATIVE=0)'}")
     if args.sweep:
         print(table(sweep(args, sync)))
         return 0

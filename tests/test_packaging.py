@@ -57,6 +57,11 @@ def test_wheel_ships_the_typing_marker(wheel: zipfile.ZipFile) -> None:
     assert "survae_flowify/py.typed" in wheel.namelist()
 
 
+def test_wheel_ships_the_spline_kernel_source(wheel: zipfile.ZipFile) -> None:
+    """The C loops are compiled on the user's machine, from the source the wheel carries."""
+    assert "survae_flowify/transforms/_rq_native.c" in wheel.namelist()
+
+
 def _version(wheel: zipfile.ZipFile) -> str:
     return email.parser.Parser().parsestr(_dist_info(wheel, "/METADATA"))["Version"]
 

@@ -73,6 +73,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from survae_flowify.transforms import _rq_native
+
 __all__ = [
     "DEFAULT_MIN_BIN_HEIGHT",
     "DEFAULT_MIN_BIN_WIDTH",
@@ -281,6 +283,14 @@ class _SharedSpline(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, columns: Tensor, tables: RqTables) -> tuple[Tensor, Tensor]:
+        if _rq_native.usable(x, columns, tables.cells):
+            # The same loops in C, one pass per direction (:mod:`._rq_native`).
+            x = x.contiguous()
+            ctx.table = _rq_native.pack(columns)
+            out, log_det, saved = _rq_native.forward(x, ctx.table, tables.ahead, tables.bound, tables.cells)
+            ctx.save_for_backward(x, columns, saved)
+            return out, log_det
+        ctx.table = None
         out, log_det = torch.empty_like(x), torch.empty_like(x)
         saved = torch.empty(x.shape, dtype=_index_dtype(columns.shape[1]), device=x.device)
         one = x.new_ones(())
@@ -308,6 +318,9 @@ class _SharedSpline(torch.autograd.Function):
         # Incoming gradients of sums are expanded (stride 0): strided operands take a CPU's
         # elementwise kernels off their vectorised path, so materialise them once.
         grad_out, grad_log = grad_out.contiguous(), grad_log.contiguous()
+        if ctx.table is not None:
+            return (*_rq_native.backward(x, saved, ctx.table, grad_out, grad_log,
+                                         parameters=ctx.needs_input_grad[1]), None)
         grad_x = torch.empty_like(x)
         grad_columns = torch.zeros_like(columns) if ctx.needs_input_grad[1] else None
         one = x.new_ones(())

@@ -13,6 +13,9 @@ from survae_flowify.testing import perturb_parameters
 from survae_flowify.transforms import _rq_kernel
 from survae_flowify.transforms._rq_kernel import _SharedSpline, rq_spline, rq_tables
 
+# Every test here runs with the C loops and with the PyTorch loops (tests/transforms/conftest.py).
+pytestmark = pytest.mark.usefixtures("spline_kernel")
+
 
 def _params(num_bins: int, *, seed: int, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)

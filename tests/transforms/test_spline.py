@@ -15,6 +15,9 @@ import survae_flowify as ffn
 from survae_flowify.testing import check_inverse, check_log_det, perturb_parameters
 from survae_flowify.transforms._rq_kernel import _locate, rq_spline, rq_tables
 
+# Every test here runs with the C loops and with the PyTorch loops (tests/transforms/conftest.py).
+pytestmark = pytest.mark.usefixtures("spline_kernel")
+
 TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
 
 

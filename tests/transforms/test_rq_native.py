@@ -1,0 +1,196 @@
+"""The spline kernel's C loops (``_rq_native``): that the layer uses them, that they agree with
+nflows (the oracle) and with the PyTorch loops, when they apply, and how they are built, cached,
+switched off and fall back. The kernel's mathematics is tested with both loops in
+``test_spline.py`` and ``test_rq_backward.py`` (the ``spline_kernel`` fixture)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+
+import survae_flowify as ffn
+from survae_flowify.testing import perturb_parameters
+from survae_flowify.transforms import _rq_native
+from survae_flowify.transforms._rq_kernel import rq_apply, rq_spline, rq_tables
+
+
+@pytest.fixture
+def fresh_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A new build state and an empty cache directory; the environment's switches cleared."""
+    monkeypatch.setattr(_rq_native, "_state", {})
+    monkeypatch.setenv("SURVAE_FLOWIFY_CACHE", str(tmp_path))
+    monkeypatch.delenv("SURVAE_FLOWIFY_NATIVE", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+    return tmp_path
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(_rq_native, name)
+
+        def wrapped(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(_rq_native, name, wrapped)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_the_layer_runs_the_c_loops_forward_and_backward(monkeypatch: pytest.MonkeyPatch,
+                                                         dtype: torch.dtype) -> None:
+    calls = _spy(monkeypatch)
+    layer = perturb_parameters(ffn.RqSpline().to(dtype), scale=1.0, seed=0)
+    x = torch.randn(32, 20, dtype=dtype, requires_grad=True)
+    z, log_det = layer(x)
+    (z.sum() + log_det.sum()).backward()
+    assert calls == {"forward": 1, "backward": 1}
+    with _rq_native.disabled():
+        layer(x)
+    assert calls["forward"] == 1  # the PyTorch loops ran
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_c_loops_match_nflows_values_and_all_gradients(dtype: torch.dtype) -> None:
+    """Inputs in every bin, on the knots, at ±B and in both tails; values, log-derivatives and
+    the gradients of a weighted sum w.r.t. the input and every parameter, against nflows'
+    function differentiated by autograd (in float64; float32 to float32 rounding)."""
+    gen = torch.Generator().manual_seed(1)
+    params64 = [1.5 * torch.randn(n, generator=gen, dtype=torch.float64) for n in (12, 12, 11)]
+    # The knots only in float64: rounded to float32 a knot lands in either neighbouring bin,
+    # where the gradient of log g' differs (it is discontinuous there) for every implementation.
+    knots = rq_tables(*params64, tail_bound=2.0, inverse=False).knots[:-1]
+    knots = knots if dtype == torch.float64 else knots[:0]
+    x64 = torch.cat([torch.rand(4000, generator=gen, dtype=torch.float64) * 5 - 2.5, knots,
+                     torch.tensor([2.0, -2.0, 2.0 + 2**-20, -2.0 - 2**-20], dtype=torch.float64)])  # float32 too
+    weights = torch.randn(2, x64.shape[0], generator=gen, dtype=torch.float64)
+    results = []
+    for ours in (True, False):
+        cast = dtype if ours else torch.float64
+        x = x64.to(cast).requires_grad_()
+        params = [p.to(cast).requires_grad_() for p in params64]
+        if ours:
+            y, log_d = rq_spline(x, *params, tail_bound=2.0)
+        else:
+            y, log_d = unconstrained_rational_quadratic_spline(
+                x, *(p.expand(x.shape[0], -1) for p in params), tails="linear", tail_bound=2.0)
+        ((weights[0].to(cast) * y).sum() + (weights[1].to(cast) * log_d).sum()).backward()
+        results.append([t.double() for t in (y, log_d, x.grad, *(p.grad for p in params))])
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=tol * max(1.0, want.abs().max().item()), rtol=tol)
+
+
+def test_c_and_pytorch_loops_agree_on_a_large_float32_batch() -> None:
+    """A 256×512 batch as in FMLP: the two implementations of the same formulas to float32
+    rounding, for the outputs and for the gradients the backward sums over 131,072 entries."""
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=3)
+    x0 = 1.5 * torch.randn(256, 512, generator=torch.Generator().manual_seed(4))
+    results = []
+    for native in (True, False):
+        layer.zero_grad()
+        x = x0.clone().requires_grad_()
+        with _rq_native.disabled() if not native else torch.enable_grad():
+            z, log_det = layer(x)
+            ((z * x0).sum() + log_det.sum()).backward()
+        results.append([z, log_det, x.grad, *(p.grad for p in layer.parameters())])
+    for got, want in zip(*results, strict=True):
+        scale = want.abs().max().item()
+        torch.testing.assert_close(got, want, atol=2e-6 * max(scale, 1.0), rtol=2e-5)
+
+
+def test_a_strided_one_dimensional_input_is_read_correctly() -> None:
+    """``rq_apply`` flattens without copying where it can; a strided 1-D view stays strided and
+    the C loops, which read contiguous memory, must get a contiguous copy."""
+    params = [torch.randn(n, generator=torch.Generator().manual_seed(n)) for n in (10, 10, 9)]
+    tables = rq_tables(*params, tail_bound=2.0, inverse=False)
+    base = torch.randn(2000, generator=torch.Generator().manual_seed(0))
+    got = rq_apply(base[::2], tables)
+    want = rq_apply(base[::2].clone(), tables)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+
+
+def test_where_the_c_loops_apply() -> None:
+    params = [torch.randn(n) for n in (10, 10, 9)]
+    tables = rq_tables(*params, tail_bound=2.0, inverse=False)
+    x = torch.randn(8)
+    assert _rq_native.usable(x, tables.columns, tables.cells)
+    assert not _rq_native.usable(x.half(), tables.columns.half(), tables.cells)
+    assert not _rq_native.usable(x.double(), tables.columns, tables.cells)  # mixed dtypes
+    assert not _rq_native.usable(x, tables.columns, 0)  # binary-search fallback, no grid
+    assert not _rq_native.usable(x, torch.zeros(7, 40_000), tables.cells)  # beyond int16 columns
+    with _rq_native.disabled():
+        assert not _rq_native.usable(x, tables.columns, tables.cells)
+    assert _rq_native.usable(x, tables.columns, tables.cells)  # the switch is restored
+
+
+def test_switched_off_by_the_environment(fresh_build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURVAE_FLOWIFY_NATIVE", "0")
+    calls = _spy(monkeypatch)
+    assert _rq_native.library() is None and not _rq_native.available()
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=0)
+    z, _ = layer(torch.randn(4, 6))
+    assert calls["forward"] == 0 and torch.isfinite(z).all()
+    assert list(fresh_build.iterdir()) == []  # nothing was built
+
+
+def test_the_build_is_cached_under_a_key_of_its_inputs(fresh_build: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _rq_native.library() is not None
+    (built,) = fresh_build.iterdir()  # one library, no temporary file left beside it
+    assert built.name.startswith("rq_native-") and built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
+    monkeypatch.setattr(_rq_native, "_state", {})
+    assert _rq_native.library() is not None
+    assert list(fresh_build.iterdir()) == [built] and built.stat().st_mtime_ns == stamp  # reused
+    # Other flags (as another compiler or CPU would) give another library.
+    monkeypatch.setattr(_rq_native, "_FLAGS", (*_rq_native._FLAGS, "-DRQ_CACHE_TEST"))
+    monkeypatch.setattr(_rq_native, "_state", {})
+    assert _rq_native.library() is not None
+    assert len(list(fresh_build.iterdir())) == 2
+
+
+def _failing_compiler(directory: Path) -> Path:
+    script = directory / "broken-cc"
+    script.write_text("#!/bin/sh\necho 'broken-cc: no such luck' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_failing_compiler_falls_back_with_a_warning(fresh_build: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("CC", str(_failing_compiler(tmp_path_factory.mktemp("cc"))))
+    with pytest.warns(RuntimeWarning, match="(?s)could not be built.*broken-cc: no such luck"):
+        assert _rq_native.library() is None
+    assert list(fresh_build.iterdir()) == []  # the partial output was removed
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not on every call
+        z, _ = layer(torch.randn(4, 6))
+    assert torch.isfinite(z).all()
+
+
+def test_a_required_kernel_that_fails_to_build_is_an_error(fresh_build: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("SURVAE_FLOWIFY_NATIVE", "1")
+    monkeypatch.setenv("CC", str(_failing_compiler(tmp_path_factory.mktemp("cc"))))
+    with pytest.raises(_rq_native.NativeBuildError, match="SURVAE_FLOWIFY_NATIVE=1.*broken-cc"):
+        _rq_native.library()
+
+
+def test_no_compiler_is_a_quiet_fallback(fresh_build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "no-such-c-compiler-here")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _rq_native.library() is None
+    monkeypatch.setenv("SURVAE_FLOWIFY_NATIVE", "1")
+    monkeypatch.setattr(_rq_native, "_state", {})
+    with pytest.raises(_rq_native.NativeBuildError, match="no C compiler found.*no-such-c-compiler-here"):
+        _rq_native.library()
