@@ -14,11 +14,11 @@ contender per round, so drifts in machine load hit all alike) and reported as me
   (``density_net="3x3-1x1"``), of before 2026-12 (``"3x3-3x3"``) and ``"3x3-1x1"`` with the
   width ``C_out`` (``hidden=None``), each against the plain twin;
 * the RqSpline activation on a (256, 512) batch, forward and forward+backward (input and
-  parameters): the fast kernel (per-entry loops in C, closed-form backward) vs the same kernel
-  with its loops in PyTorch (``_rq_native.disabled()``) vs the same layer on ``backend="autograd"``
+  parameters): the fast kernel (tables, per-entry loops and closed-form backward in C) vs the
+  same kernel in PyTorch (``_rq_native.disabled()``) vs the same layer on ``backend="autograd"``
   (the same formulas differentiated by autograd, as the kernel was before) vs nflows' function vs
   LeakyReLU; and (group ``spline-kernels``) the FMLP-MNIST (SVD and LU) and FCONV1-MNIST train
-  step and eval ``log_prob`` with the C loops, the PyTorch loops and the autograd backward,
+  step and eval ``log_prob`` with the C kernel, the PyTorch kernel and the autograd backward,
   against the plain twin;
 * ``RqCoupling`` on ``(batch, 784)`` (392 features pass, 392 get an 8-bin spline, an MLP
   392→256→256→392·23 with SiLU) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
@@ -289,9 +289,10 @@ def with_autograd_backward(fn: Callable[[], object], model: nn.Module) -> Callab
     return run
 
 
-def with_torch_loops(fn: Callable[[], object], model: nn.Module) -> Callable[[], None]:
-    """``fn`` with the spline kernel's per-entry loops in PyTorch (``_rq_native.disabled()``)
-    rather than in C: the same tables, formulas and closed-form backward."""
+def with_torch_kernel(fn: Callable[[], object], model: nn.Module) -> Callable[[], None]:
+    """``fn`` with the spline kernel in PyTorch (``_rq_native.disabled()``: tables built by
+    ``rq_tables``, per-entry loops as torch operations) rather than in C: the same formulas and
+    closed-form backward."""
 
     def run() -> None:
         with _rq_native.disabled():
@@ -326,10 +327,10 @@ def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[R
         for what, make in (("forward", forward), ("fwd+bwd", backward)):
             contenders = {k: make(v) for k, v in layers.items()}
             contenders["old"] = with_autograd_backward(make(layers["fast"]), layers["fast"])
-            contenders["torch"] = with_torch_loops(make(layers["fast"]), layers["fast"])
+            contenders["torch"] = with_torch_kernel(make(layers["fast"]), layers["fast"])
             t = interleaved(contenders, repeats=repeats, warmup=args.warmup, sync=sync)
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "LeakyReLU", t["leaky"]))
-            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "PyTorch loops", t["torch"]))
+            rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "PyTorch kernel", t["torch"]))
             rows.append(Row(f"RqSpline {shape} {what}: fast", t["fast"], "autograd backward", t["old"]))
             rows.append(Row(f"RqSpline {shape} {what}: autograd backward", t["old"], "LeakyReLU", t["leaky"]))
             rows.append(Row(f"RqSpline {shape} {what}: nflows", t["nflows"], "fast spline", t["fast"]))
@@ -732,11 +733,11 @@ def rows_for(group: str, images: torch.Tensor, args: argparse.Namespace,
                                          images, args, sync, ("", ""), **kw)]
     if group == "spline":
         return compare_spline(args, sync)
-    if group == "spline-kernels":  # the kernel's C loops and closed-form backward inside whole models
-        kernels = {"PyTorch loops": with_torch_loops, "autograd backward": with_autograd_backward}
+    if group == "spline-kernels":  # the kernel in C, in PyTorch, and with autograd, in whole models
+        kernels = {"PyTorch kernel": with_torch_kernel, "autograd backward": with_autograd_backward}
         return (compare_model("FMLP-MNIST", "fmlp", plain_mlp(), images, args, sync, goals, kernels)
                 + compare_model("FMLP-MNIST lu", "fmlp", plain_mlp(), images, args, sync, goals,
-                                {"PyTorch loops": with_torch_loops}, parametrization="lu")
+                                {"PyTorch kernel": with_torch_kernel}, parametrization="lu")
                 + compare_model("FCONV1-MNIST", "fconv1", plain_conv(), images, args, sync, ("", ""),
                                 kernels))
     if group == "coupling":
@@ -773,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor()
     print(f"survae_flowify speed — device {args.device} ({name or platform.machine()}), batch {args.batch}, "
           f"{args.repeats} interleaved rounds (medians), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads; spline loops in "
+          f"{torch.get_num_threads()} CPU threads; spline kernel in "
           f"{'C' if _rq_native.available() else 'PyTorch (no C compiler, or SURVAE_FLOWIFY_NATIVE=0)'}")
     if args.sweep:
         print(table(sweep(args, sync)))

@@ -22,7 +22,7 @@ def test_speed_benchmark_quick_mode_prints_the_table() -> None:
     for row in ("FMLP-MNIST train step", "FMLP-MNIST eval log_prob", "FCONV1-MNIST train step",
                 "FCONV1-MNIST eval log_prob", "RqSpline 256×512 forward: fast",
                 "RqSpline 256×512 fwd+bwd: nflows", "FMLP-MNIST train step: autograd backward",
-                "FMLP-MNIST lu train step: PyTorch loops", "spline loops in C",
+                "FMLP-MNIST lu train step: PyTorch kernel", "spline kernel in C",
                 "graph breaks, FMLP log_prob (train, input checks off)"):
         assert row in out, out
     spline_rows = [line for line in out.splitlines() if line.startswith("RqSpline")]

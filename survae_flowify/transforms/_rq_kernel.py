@@ -67,6 +67,7 @@ and derivative agree there with the tails', but not the derivative of ``log g'``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -283,14 +284,6 @@ class _SharedSpline(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, columns: Tensor, tables: RqTables) -> tuple[Tensor, Tensor]:
-        if _rq_native.usable(x, columns, tables.cells):
-            # The same loops in C, one pass per direction (:mod:`._rq_native`).
-            x = x.contiguous()
-            ctx.table = _rq_native.pack(columns)
-            out, log_det, saved = _rq_native.forward(x, ctx.table, tables.ahead, tables.bound, tables.cells)
-            ctx.save_for_backward(x, columns, saved)
-            return out, log_det
-        ctx.table = None
         out, log_det = torch.empty_like(x), torch.empty_like(x)
         saved = torch.empty(x.shape, dtype=_index_dtype(columns.shape[1]), device=x.device)
         one = x.new_ones(())
@@ -318,9 +311,6 @@ class _SharedSpline(torch.autograd.Function):
         # Incoming gradients of sums are expanded (stride 0): strided operands take a CPU's
         # elementwise kernels off their vectorised path, so materialise them once.
         grad_out, grad_log = grad_out.contiguous(), grad_log.contiguous()
-        if ctx.table is not None:
-            return (*_rq_native.backward(x, saved, ctx.table, grad_out, grad_log,
-                                         parameters=ctx.needs_input_grad[1]), None)
         grad_x = torch.empty_like(x)
         grad_columns = torch.zeros_like(columns) if ctx.needs_input_grad[1] else None
         one = x.new_ones(())
@@ -396,25 +386,51 @@ def _inverse(y: Tensor, yk: Tensor, inv_h: Tensor, xk: Tensor, w: Tensor, d0: Te
     return torch.addcmul(xk, theta, w), torch.log(q * q / big_r)
 
 
+def _per_entry(inputs: Tensor, fn: Callable[[Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """``fn`` on the entries of ``inputs`` flattened in memory order, its two results reshaped back."""
+    order = _memory_order(inputs)
+    flat = inputs.permute(order).reshape(-1)  # a view when the strides are a permutation's
+    out, log_det = fn(flat)
+    shape = [inputs.shape[d] for d in order]
+    back = sorted(range(len(order)), key=order.__getitem__)
+    return out.view(shape).permute(back), log_det.view(shape).permute(back)
+
+
 def rq_apply(inputs: Tensor, tables: RqTables, *, closed_form: bool = True) -> tuple[Tensor, Tensor]:
-    """The per-entry part: ``(outputs, log_abs_det)``, both of the input's shape.
+    """The per-entry part in PyTorch: ``(outputs, log_abs_det)``, both of the input's shape.
 
     Forward with ``closed_form`` (the default): :class:`_SharedSpline`, first derivatives only.
     Otherwise, and for the inverse, the same formulas through autograd (any order).
     """
-    order = _memory_order(inputs)
-    flat = inputs.permute(order).reshape(-1)  # a view when the strides are a permutation's
-    if closed_form and not tables.inverse:
-        out, log_det = _SharedSpline.apply(flat, tables.columns, tables)
-    else:
+
+    def apply(flat: Tensor) -> tuple[Tensor, Tensor]:
+        if closed_form and not tables.inverse:
+            return _SharedSpline.apply(flat, tables.columns, tables)
         # A gather: autograd's backward of index_select along dim 1 (index_add_) is several
         # times slower than gather's (scatter_add_) on a CPU.
         col = _locate(flat, tables).long()
         columns = tables.columns.gather(1, col.expand(tables.columns.shape[0], -1)).unbind(0)
-        out, log_det = (_inverse if tables.inverse else _forward_autograd)(flat, *columns)
-    shape = [inputs.shape[d] for d in order]
-    back = sorted(range(len(order)), key=order.__getitem__)
-    return out.view(shape).permute(back), log_det.view(shape).permute(back)
+        return (_inverse if tables.inverse else _forward_autograd)(flat, *columns)
+
+    return _per_entry(inputs, apply)
+
+
+def native_settings(inputs: Tensor, params: Sequence[Tensor], *, tail_bound: float,
+                    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+                    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+                    min_derivative: float = DEFAULT_MIN_DERIVATIVE) -> _rq_native.Settings | None:
+    """The C kernel's settings for a forward call, or ``None`` where it does not apply
+    (:func:`survae_flowify.transforms._rq_native.usable`)."""
+    cells = _rq_native.grid_cells(min_bin_width, _MAX_CELLS)
+    if not _rq_native.usable(inputs, params, cells):
+        return None
+    return _rq_native.Settings(float(tail_bound), min_bin_width, min_bin_height, min_derivative, cells)
+
+
+def rq_native(inputs: Tensor, params: Sequence[Tensor], settings: _rq_native.Settings
+              ) -> tuple[Tensor, Tensor]:
+    """The forward direction with tables, loops and backward in C (:mod:`._rq_native`)."""
+    return _per_entry(inputs, lambda x: _rq_native.NativeSpline.apply(x.contiguous(), *params, settings))
 
 
 def _memory_order(x: Tensor) -> list[int]:
@@ -451,6 +467,12 @@ def rq_spline(
     ``(K,)``, ``(K,)``, ``(K−1,)`` broadcast to every entry. ``closed_form=False`` differentiates
     the forward with autograd (second derivatives) instead of the hand-written backward.
     """
+    params = (unnormalized_widths, unnormalized_heights, unnormalized_derivatives)
+    if closed_form and not inverse:
+        settings = native_settings(inputs, params, tail_bound=tail_bound, min_bin_width=min_bin_width,
+                                   min_bin_height=min_bin_height, min_derivative=min_derivative)
+        if settings is not None:
+            return rq_native(inputs, params, settings)
     tables = rq_tables(
         unnormalized_widths.to(inputs.dtype),
         unnormalized_heights.to(inputs.dtype),

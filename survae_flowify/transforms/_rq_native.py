@@ -1,14 +1,25 @@
-r"""The spline kernel's per-entry loops in C (``_rq_native.c``), compiled on first use.
+r"""The spline kernel's forward direction in C (``_rq_native.c``), compiled on first use.
 
-:class:`~survae_flowify.transforms._rq_kernel._SharedSpline` evaluates ``g(x)`` and
-``log g'(x)`` for every entry with about a dozen elementwise PyTorch operations forward and two
-dozen backward, each one pass over memory; on a CPU those passes, not the arithmetic, are the
-cost (``torch.compile`` of the same formulas was no faster: 4.3 against 4.9 ms forward and backward
-for 256×512 entries, one thread). The C loops do one pass per direction: the grid lookup, one
-read of the entry's table row, the rational function, and in the backward the seven per-column
-sums, accumulated in ``float64``.
+The PyTorch kernel (:mod:`~survae_flowify.transforms._rq_kernel`) builds its ``O(K + M)``
+tables with about forty small torch operations (and autograd differentiates them: 0.71 ms a call
+forward and backward, one thread), then evaluates ``g(x)`` and ``log g'(x)`` with about a dozen
+elementwise operations forward and two dozen backward, each one pass over memory. On a CPU those
+fixed costs and passes, not the arithmetic, are what the time goes to (``torch.compile`` of the
+same per-entry formulas was no faster: 4.3 against 4.9 ms forward and backward for 256×512
+entries). :class:`NativeSpline` does the same in C:
 
-The loops are plain C (no PyTorch headers), so compiling them takes well under a second. The
+* the tables from the unnormalised parameters, in ``float64`` and rounded once to the input's
+  dtype (so float32 results are closer to float64 ones than the PyTorch kernel's, whose tables
+  are computed in float32): the knots, the per-bin coefficients, the lookup grid and its
+  ``(C, 8)`` column table, one entry's coefficients side by side;
+* one vectorised pass per entry forward (grid lookup, one read of the entry's row, the rational
+  function; the log is one ``torch.log_`` pass), keeping the entry's ``int16`` column;
+* one vectorised pass per block of 256 entries backward for ``∂/∂x`` and the seven coefficient
+  terms, then their per-column sums in ``float64``;
+* the ``O(K)`` chain rule from the per-column sums back to the unnormalised parameters (bins,
+  coefficients, knots, softmax and softplus), written out in ``rq_tables_backward``.
+
+The code is plain C (no PyTorch headers), so compiling it takes well under a second. The
 shared library is built with the system's C compiler (``$CC``, else ``cc``) at ``-O3
 -march=native`` and kept in a cache directory (``$SURVAE_FLOWIFY_CACHE``, else
 ``$XDG_CACHE_HOME/survae_flowify`` or ``~/.cache/survae_flowify``), under a name hashed from the
@@ -19,17 +30,19 @@ processes that compile at once (DDP workers) never see half a file. It is loaded
 threads (a pool of Python threads; ctypes releases the GIL) was no faster on a two-core machine,
 where the pass over memory and its page faults, not the arithmetic, bound it.
 
-Used for float32 and float64 CPU tensors, outside ``torch.compile`` tracing (which keeps the
-PyTorch kernel: no graph break), and only when the grid lookup is in use. Without a C compiler,
-or with ``SURVAE_FLOWIFY_NATIVE=0``, the PyTorch kernel runs instead: the same function to float
-rounding. ``SURVAE_FLOWIFY_NATIVE=1`` makes a failed build an error rather than a fallback.
-"""
+Used for the forward direction on float32 and float64 CPU tensors with the lookup grid (the
+default minimum bin width), outside ``torch.compile`` tracing (which keeps the PyTorch kernel:
+no graph break). The inverse (sampling) and everything else use the PyTorch kernel. Without a C
+compiler, or with ``SURVAE_FLOWIFY_NATIVE=0``, the PyTorch kernel runs instead: the same function
+to float rounding. ``SURVAE_FLOWIFY_NATIVE=1`` makes a failed build an error rather than a
+fallback."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -37,8 +50,9 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -104,8 +118,12 @@ def _build() -> ctypes.CDLL:
     for suffix, real in (("f32", f32), ("f64", f64)):
         getattr(lib, f"rq_forward_{suffix}").argtypes = [p, i64, p, p, real, real, real, p, p, p]
         getattr(lib, f"rq_backward_{suffix}").argtypes = [p, p, i64, p, p, p, p, p]
-        getattr(lib, f"rq_forward_{suffix}").restype = None
-        getattr(lib, f"rq_backward_{suffix}").restype = None
+        getattr(lib, f"rq_tables_{suffix}").argtypes = [p, p, p, i64, f64, f64, f64, f64, f64, i64,
+                                                        p, p, p, p]
+    lib.rq_tables_backward.argtypes = [p, p, p, i64, f64, f64, f64, f64, f64, i64, p, p, p, p, p, p]
+    for fn in ("rq_forward_f32", "rq_forward_f64", "rq_backward_f32", "rq_backward_f64",
+               "rq_tables_f32", "rq_tables_f64", "rq_tables_backward"):
+        getattr(lib, fn).restype = None
     return lib
 
 
@@ -147,25 +165,20 @@ def disabled() -> Iterator[None]:
         _switch.off = previous
 
 
-def usable(x: Tensor, columns: Tensor, cells: int) -> bool:
-    """Whether :func:`forward` applies: float32/float64 on a CPU, the grid lookup in use, an
-    ``int16`` column index, not while ``torch.compile`` traces, and the kernel available."""
+def usable(x: Tensor, params: Sequence[Tensor], cells: int) -> bool:
+    """Whether :class:`NativeSpline` applies: ``x`` float32/float64 and the parameters on a CPU,
+    the grid lookup in use (``cells > 0``), not while ``torch.compile`` traces, and the kernel
+    available."""
     return (cells > 0 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and columns.dtype == x.dtype and columns.shape[1] <= _INT16_COLUMNS
+            and all(p.device.type == "cpu" for p in params)
             and not getattr(_switch, "off", False) and not torch.compiler.is_compiling()
             and library() is not None)
 
 
-def pack(columns: Tensor) -> Tensor:
-    """``(7, C)`` column table → ``(C, 8)``: one entry's coefficients side by side."""
-    table = columns.new_zeros((columns.shape[1], 8))
-    table[:, :7] = columns.detach().t()
-    return table
-
-
 def forward(x: Tensor, table: Tensor, ahead: Tensor, bound: float, cells: int
             ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(g(x), log g'(x), column as int16)`` for a contiguous flat ``x`` and a :func:`pack`\\ ed table."""
+    """``(g(x), log g'(x), column as int16)`` for a contiguous flat ``x`` and the ``(C, 8)``
+    table of :func:`build_tables`."""
     lib = library()
     assert lib is not None
     width = 2 * bound / cells
@@ -179,8 +192,9 @@ def forward(x: Tensor, table: Tensor, ahead: Tensor, bound: float, cells: int
 
 def backward(x: Tensor, col: Tensor, table: Tensor, grad_out: Tensor, grad_log: Tensor, *,
              parameters: bool) -> tuple[Tensor, Tensor | None]:
-    """``(∂/∂x, ∂/∂columns (7, C) or None)`` of ``Σ ḡ·g + ℓ̄·log g'``, from :func:`forward`'s
-    state; ``grad_out`` and ``grad_log`` contiguous, of ``x``'s shape and dtype."""
+    """``(∂/∂x, ∂/∂table)`` of ``Σ ḡ·g + ℓ̄·log g'`` from :func:`forward`'s state, the second
+    as ``(C, 8)`` float64 sums per column (``None`` unless ``parameters``); ``grad_out`` and
+    ``grad_log`` contiguous, of ``x``'s shape and dtype."""
     lib = library()
     assert lib is not None
     grad_x = torch.empty_like(x)
@@ -188,6 +202,94 @@ def backward(x: Tensor, col: Tensor, table: Tensor, grad_out: Tensor, grad_log: 
     fn = lib.rq_backward_f32 if x.dtype == torch.float32 else lib.rq_backward_f64
     fn(x.data_ptr(), col.data_ptr(), x.shape[0], table.data_ptr(), grad_out.data_ptr(),
        grad_log.data_ptr(), grad_x.data_ptr(), None if sums is None else sums.data_ptr())
-    if sums is None:
-        return grad_x, None
-    return grad_x, sums[:, :7].t().to(x.dtype)
+    return grad_x, sums
+
+
+class Settings(NamedTuple):
+    """What a spline call fixes besides its parameters (``rq_tables``' keywords and grid size)."""
+
+    bound: float
+    min_width: float
+    min_height: float
+    min_derivative: float
+    cells: int
+
+
+def grid_cells(min_width: float, max_cells: int) -> int:
+    """The lookup grid's cell count (``_rq_kernel._lookup``), 0 where it is not built."""
+    cells = math.ceil(2 / min_width) if min_width > 0 else max_cells + 1
+    return cells if cells <= max_cells and 2 * (cells + 2) <= _INT16_COLUMNS else 0
+
+
+def _doubles(*tensors: Tensor) -> list[Tensor]:
+    return [t.detach().to(device="cpu", dtype=torch.float64).contiguous() for t in tensors]
+
+
+def _boundary(settings: Settings) -> float:
+    return math.log(math.expm1(1 - settings.min_derivative))
+
+
+def build_tables(dtype: torch.dtype, params: list[Tensor], settings: Settings
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(table (C, 8), ahead (M+2,), bins (C,) int32)`` in ``dtype`` from the unnormalised
+    parameters, computed in double precision (``_rq_native.c``, ``rq_tables_*``)."""
+    lib = library()
+    assert lib is not None
+    uw, uh, ud = _doubles(*params)
+    k, cells = uw.shape[0], settings.cells
+    columns = 2 * (cells + 2)
+    table = torch.empty((columns + k + 2, 8), dtype=dtype)  # the per-bin rows after the columns
+    ahead = torch.empty(cells + 2, dtype=dtype)
+    bins = torch.empty(columns, dtype=torch.int32)
+    scratch = torch.empty(7 * (k + 1), dtype=torch.float64)
+    fn = lib.rq_tables_f32 if dtype == torch.float32 else lib.rq_tables_f64
+    fn(uw.data_ptr(), uh.data_ptr(), ud.data_ptr(), k, settings.bound, settings.min_width,
+       settings.min_height, settings.min_derivative, _boundary(settings), cells,
+       scratch.data_ptr(), table.data_ptr(), ahead.data_ptr(), bins.data_ptr())
+    return table[:columns], ahead, bins
+
+
+def tables_backward(params: list[Tensor], settings: Settings, sums: Tensor, bins: Tensor
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """The unnormalised parameters' gradients from the per-column sums ``(C, 8)`` (double) that
+    :func:`backward` accumulates, in each parameter's dtype."""
+    lib = library()
+    assert lib is not None
+    uw, uh, ud = _doubles(*params)
+    k = uw.shape[0]
+    grads = [torch.empty_like(t) for t in (uw, uh, ud)]
+    scratch = torch.empty(7 * (k + 1) + 8 * (k + 2) + 3 * (k + 1), dtype=torch.float64)
+    lib.rq_tables_backward(uw.data_ptr(), uh.data_ptr(), ud.data_ptr(), k, settings.bound,
+                           settings.min_width, settings.min_height, settings.min_derivative,
+                           _boundary(settings), settings.cells, sums.data_ptr(), bins.data_ptr(),
+                           scratch.data_ptr(), *(g.data_ptr() for g in grads))
+    return tuple(g.to(p.dtype) for g, p in zip(grads, params, strict=True))  # type: ignore[return-value]
+
+
+class NativeSpline(torch.autograd.Function):
+    """``(g(x), log g'(x))`` for a flat contiguous ``x`` ``(N,)`` from the unnormalised
+    parameters ``(K,)``, ``(K,)``, ``(K−1,)``: tables, per-entry loops and both backwards in C.
+    Keeps per entry ``x`` and its ``int16`` column, as the PyTorch kernel do; first derivatives only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, uw: Tensor, uh: Tensor, ud: Tensor, settings: Settings
+                ) -> tuple[Tensor, Tensor]:
+        table, ahead, bins = build_tables(x.dtype, [uw, uh, ud], settings)
+        out, log_det, col = forward(x, table, ahead, settings.bound, settings.cells)
+        ctx.settings, ctx.table, ctx.bins = settings, table, bins
+        ctx.save_for_backward(x, col, uw, uh, ud)
+        return out, log_det
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, grad_log: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "RqSpline: the fast spline kernel has a closed-form first derivative only; for "
+                "second derivatives (create_graph=True) use RqSpline(backend='autograd')"
+            )
+        x, col, *params = ctx.saved_tensors
+        parameters = any(ctx.needs_input_grad[1:4])
+        grad_x, sums = backward(x, col, ctx.table, grad_out.contiguous(), grad_log.contiguous(),
+                                parameters=parameters)
+        grads = tables_backward(params, ctx.settings, sums, ctx.bins) if parameters else (None,) * 3
+        return grad_x, *grads, None

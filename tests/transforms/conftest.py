@@ -9,8 +9,8 @@ from survae_flowify.transforms import _rq_native
 
 @pytest.fixture(params=["native", "torch"])
 def spline_kernel(request: pytest.FixtureRequest):
-    """Runs the test once with the C loops (which must be available: the CI installs a C
-    compiler) and once with ``_rq_native.disabled()``, the PyTorch loops."""
+    """Runs the test once with the C kernel (which must be available: the CI installs a C
+    compiler) and once with ``_rq_native.disabled()``, the PyTorch kernel."""
     if request.param == "torch":
         with _rq_native.disabled():
             yield request.param

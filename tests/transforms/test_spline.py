@@ -15,7 +15,7 @@ import survae_flowify as ffn
 from survae_flowify.testing import check_inverse, check_log_det, perturb_parameters
 from survae_flowify.transforms._rq_kernel import _locate, rq_spline, rq_tables
 
-# Every test here runs with the C loops and with the PyTorch loops (tests/transforms/conftest.py).
+# Every test here runs with the C kernel and with the PyTorch kernel (tests/transforms/conftest.py).
 pytestmark = pytest.mark.usefixtures("spline_kernel")
 
 TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
@@ -89,7 +89,7 @@ def test_kernel_float32_is_as_accurate_as_nflows(inverse: bool, num_bins: int, s
 
 @pytest.mark.parametrize(("inverse", "closed_form"), [(False, True), (False, False), (True, True)],
                          ids=["forward-closed-form", "forward-autograd", "inverse"])
-def test_kernel_gradients_match_nflows(inverse: bool, closed_form: bool) -> None:
+def test_kernel_gradients_match_nflows(inverse: bool, closed_form: bool, spline_kernel: str) -> None:
     """Gradients w.r.t. inputs and all three parameter vectors, of a random linear functional
     of both outputs, equal nflows' (float64): the hand-written backward and autograd's."""
     bound = 2.0
@@ -97,6 +97,11 @@ def test_kernel_gradients_match_nflows(inverse: bool, closed_form: bool) -> None
     knots = rq_tables(*_params(10, torch.float64, seed=2), tail_bound=bound, inverse=inverse).knots
     x0 = _inputs(bound, torch.float64, knots).reshape(4, -1)  # also exactly at every knot
     weights = torch.randn(2, *x0.shape, generator=gen, dtype=torch.float64)
+    if spline_kernel == "native" and closed_form and not inverse:
+        # The C kernel sums the knots in its own order (in C, float64), so an interior knot of
+        # nflows' may lie one ulp to the other side of its own: g is C¹ there and agrees, but the
+        # derivative of log g' jumps, so there only g's gradient is compared.
+        weights.view(2, -1)[1, -len(knots) + 1:-1] = 0
     grads = []
     for fn in (
         lambda x, p: rq_spline(x, *p, inverse=inverse, tail_bound=bound, closed_form=closed_form),
@@ -281,6 +286,7 @@ def test_pickle_drops_the_cache_and_old_pickles_load() -> None:
     x = torch.randn(3, 4, dtype=torch.float64)
     with torch.no_grad():
         want = layer(x)
+        layer.inverse(want[0])  # the inverse's tables are cached with either kernel
     assert layer.__dict__.get("_derived_cache")
     buffer = io.BytesIO()
     torch.save(layer, buffer)
