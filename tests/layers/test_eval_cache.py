@@ -15,6 +15,16 @@ from torch import nn
 import survae_flowify as ffn
 from survae_flowify.layers.rotations import Rotation
 from survae_flowify.testing import perturb_parameters
+from survae_flowify.transforms import _rq_native
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_spline_kernel():
+    """RqSpline's forward caches its tables only on the PyTorch kernel: the C kernel rebuilds
+    them on every call (microseconds), so it holds no cache that could go stale
+    (``tests/transforms/test_rq_native.py``)."""
+    with _rq_native.disabled():
+        yield
 
 LAYERS = {
     "svd-square": lambda: ffn.Linear(5, 5),

@@ -201,3 +201,17 @@ def test_no_compiler_is_a_quiet_fallback(fresh_build: Path, monkeypatch: pytest.
     monkeypatch.setattr(_rq_native, "_state", {})
     with pytest.raises(_rq_native.NativeBuildError, match=r"no C compiler found.*no-such-c-compiler-here"):
         _rq_native.library()
+
+
+def test_the_c_kernel_keeps_no_tables_to_go_stale() -> None:
+    """In eval mode without gradients the PyTorch kernel reuses cached tables; the C kernel
+    builds them on every call, so an edit through ``p.data`` shows at once and nothing is held."""
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=0).eval()
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = layer(x)[0]
+        layer.unnormalized_heights.data.mul_(-1)
+        after = layer(x)[0]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, layer.train()(x)[0].detach())
+    assert not layer.__dict__.get("_derived_cache")
