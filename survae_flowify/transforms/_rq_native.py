@@ -21,10 +21,11 @@ entries). :class:`NativeSpline` does the same in C:
 
 The code is plain C (no PyTorch headers), so compiling it takes well under a second. The
 shared library is built with the system's C compiler (``$CC``, else ``cc``) at ``-O3
--march=native`` and kept in a cache directory (``$SURVAE_FLOWIFY_CACHE``, else
-``$XDG_CACHE_HOME/survae_flowify`` or ``~/.cache/survae_flowify``), under a name hashed from the
-source, the flags, the compiler's version and the CPU's model and flags (a library built for
-one CPU is never loaded on another). It is written to a temporary file and renamed into place, so
+-march=native`` (without it where the compiler refuses it) and kept in a cache directory
+(``$SURVAE_FLOWIFY_CACHE``, else ``$XDG_CACHE_HOME/survae_flowify`` or ``~/.cache/survae_flowify``;
+where that cannot be written, a per-user directory in the system's temporary directory), under a
+name hashed from the source, the flags, the compiler's version and the CPU's model and flags (a
+library built for one CPU is never loaded on another). It is written to a temporary file and renamed into place, so
 processes that compile at once (DDP workers) never see half a file. It is loaded with
 :mod:`ctypes`. The loops run on one thread: splitting a 256×512 or 1024×512 input over two
 threads (a pool of Python threads; ctypes releases the GIL) was no faster on a two-core machine,
@@ -60,7 +61,10 @@ from torch import Tensor
 __all__ = ["available", "backward", "disabled", "forward", "library", "usable"]
 
 _SOURCE = Path(__file__).with_name("_rq_native.c")
-_FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC")
+# This CPU's vector units first; then without -march=native, which some compilers refuse
+# (Apple's clang on arm64 before version 15).
+_FLAG_SETS = (("-O3", "-march=native", "-std=c99", "-shared", "-fPIC"),
+              ("-O3", "-std=c99", "-shared", "-fPIC"))
 _ENV = "SURVAE_FLOWIFY_NATIVE"
 _INT16_COLUMNS = torch.iinfo(torch.int16).max
 
@@ -91,28 +95,58 @@ def _cpu_signature() -> str:
     return f"{platform.machine()} " + " ".join(sorted(found.values()))
 
 
+def _cache_dirs() -> list[Path]:
+    """Where the library may be kept: the cache directory, else (unwritable, or not a directory)
+    a per-user directory under the system's temporary directory."""
+    user = getattr(os, "getuid", lambda: "user")()
+    return [_cache_dir(), Path(tempfile.gettempdir()) / f"survae_flowify-{user}"]
+
+
+def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> str | None:
+    """Build ``target`` (written to a temporary file, then renamed into place); the compiler's
+    complaint if it fails."""
+    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        run = subprocess.run([compiler, *flags, str(_SOURCE), "-o", partial, "-lm"],
+                             capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            return f"{compiler} {' '.join(flags)} failed on {_SOURCE.name}:\n{run.stderr.strip()}"
+        os.replace(partial, target)
+        return None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+
+
 def _build() -> ctypes.CDLL:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise NativeBuildError(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r} on PATH)")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS).encode(), version.encode(),
-                                      _cpu_signature().encode()])).hexdigest()[:20]
-    target = _cache_dir() / f"rq_native-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            run = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", partial, "-lm"],
-                                 capture_output=True, text=True, check=False)
-            if run.returncode != 0:
-                raise NativeBuildError(f"{compiler} failed on {_SOURCE.name}:\n{run.stderr.strip()}")
-            os.replace(partial, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+    problems: list[str] = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
+                                          _cpu_signature().encode()])).hexdigest()[:20]
+        for directory in _cache_dirs():
+            target = directory / f"rq_native-{key}.so"
+            if target.exists():
+                return _load(target)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                problem = _compile(compiler, flags, target)
+            except OSError as error:  # not writable: the next directory
+                problems.append(f"cannot write to {directory}: {error}")
+                continue
+            if problem is None:
+                return _load(target)
+            problems.append(problem)
+            break  # the compiler refused these flags: the next set
+    raise NativeBuildError("\n".join(problems))
+
+
+def _load(target: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     p, i64, f32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_double
     for suffix, real in (("f32", f32), ("f64", f64)):

@@ -6,6 +6,8 @@ built, cached, switched off and falls back. The kernel's mathematics is tested w
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -157,10 +159,50 @@ def test_the_build_is_cached_under_a_key_of_its_inputs(fresh_build: Path,
     assert _rq_native.library() is not None
     assert list(fresh_build.iterdir()) == [built] and built.stat().st_mtime_ns == stamp  # reused
     # Other flags (as another compiler or CPU would) give another library.
-    monkeypatch.setattr(_rq_native, "_FLAGS", (*_rq_native._FLAGS, "-DRQ_CACHE_TEST"))
+    flag_sets = tuple((*flags, "-DRQ_CACHE_TEST") for flags in _rq_native._FLAG_SETS)
+    monkeypatch.setattr(_rq_native, "_FLAG_SETS", flag_sets)
     monkeypatch.setattr(_rq_native, "_state", {})
     assert _rq_native.library() is not None
     assert len(list(fresh_build.iterdir())) == 2
+
+
+def test_an_unusable_cache_directory_falls_back_to_the_temporary_one(
+        fresh_build: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    not_a_directory = fresh_build / "cache-file"
+    not_a_directory.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("SURVAE_FLOWIFY_CACHE", str(not_a_directory))
+    temporary = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _rq_native.library() is not None
+    (directory,) = temporary.iterdir()
+    assert directory.name.startswith("survae_flowify-")
+    assert [p.suffix for p in directory.iterdir()] == [".so"]
+
+
+def test_a_compiler_that_refuses_march_native_builds_without_it(
+        fresh_build: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    real = shutil.which("cc")
+    assert real is not None
+    script = tmp_path_factory.mktemp("cc") / "picky-cc"
+    script.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && '
+                      f'{{ echo "picky-cc: unknown -march" >&2; exit 1; }}; done\nexec {real} "$@"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("CC", str(script))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _rq_native.library() is not None
+    assert len(list(fresh_build.iterdir())) == 1  # the portable build; the refused one left nothing
+    calls = _spy(monkeypatch)
+    layer = perturb_parameters(ffn.RqSpline(), scale=1.0, seed=0)
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    got = layer(x)
+    assert calls["forward"] == 1
+    with _rq_native.disabled():
+        want = layer(x)
+    for g, w in zip(got, want, strict=True):  # float32: the C kernel's tables are rounded from float64
+        torch.testing.assert_close(g, w, atol=2e-4, rtol=1e-4)
 
 
 def _failing_compiler(directory: Path) -> Path:
