@@ -25,11 +25,11 @@ shared library is built with the system's C compiler (``$CC``, else ``cc``) at `
 (``$SURVAE_FLOWIFY_CACHE``, else ``$XDG_CACHE_HOME/survae_flowify`` or ``~/.cache/survae_flowify``;
 where that cannot be written, a per-user directory in the system's temporary directory), under a
 name hashed from the source, the flags, the compiler's version and the CPU's model and flags (a
-library built for one CPU is never loaded on another). It is written to a temporary file and renamed into place, so
-processes that compile at once (DDP workers) never see half a file. It is loaded with
-:mod:`ctypes`. The loops run on one thread: splitting a 256×512 or 1024×512 input over two
-threads (a pool of Python threads; ctypes releases the GIL) was no faster on a two-core machine,
-where the pass over memory and its page faults, not the arithmetic, bound it.
+library built for one CPU is never loaded on another). It is written to a temporary file and
+renamed into place, so processes that compile at once (DDP workers) never see half a file. It is
+loaded with :mod:`ctypes`. The loops run on one thread: splitting a 256×512 or 1024×512 input
+over two threads (a pool of Python threads; ctypes releases the GIL) was no faster on a two-core
+machine, where the pass over memory and its page faults, not the arithmetic, bound it.
 
 Used for the forward direction on float32 and float64 CPU tensors with the lookup grid (the
 default minimum bin width), outside ``torch.compile`` tracing (which keeps the PyTorch kernel:
