@@ -55,6 +55,13 @@ asking for a second derivative (``create_graph=True``) raises an error that name
 (``RqSpline(backend="autograd")`` evaluates the same formulas with autograd, differentiable to
 any order).
 
+On a CPU (float32 or float64, outside ``torch.compile`` tracing, with a C compiler) the forward
+direction runs instead in C (:mod:`survae_flowify.transforms._rq_native`): the same tables, built
+in float64 and rounded once, the same per-entry formulas in one vectorised pass each way, and the
+``O(K)`` chain rule to the parameters written out; :func:`rq_spline` and
+:class:`~survae_flowify.RqSpline` choose it where it applies (:func:`native_settings`). This
+module's torch operations are the kernel everywhere else, and its tests run with both.
+
 The inverse is not on a training path (sampling): it evaluates with plain autograd, solving the
 bin's quadratic ``a θ^2 + b θ + c = 0`` as nflows does, with the numerically stable root
 ``θ = 2c / (−b − \sqrt{b^2 − 4ac})`` (Durkan et al., appendix A), ``u = y − y_k``,
@@ -173,6 +180,14 @@ def _forward_coefficients(cw: Tensor, w: Tensor, ch: Tensor, h: Tensor, d: Tenso
     return torch.stack([cw[:-1], d[:-1], (delta - d[:-1]) / w, s / h, -s / (h * w), s / (w * w), ch[:-1]])
 
 
+def _check_bins(num_bins: int, min_bin_width: float, min_bin_height: float) -> None:
+    if min_bin_width * num_bins > 1.0 or min_bin_height * num_bins > 1.0:
+        raise ValueError(
+            f"rq_tables: {num_bins} bins of minimal width {min_bin_width} and height "
+            f"{min_bin_height} do not fit in [−B, B]: need num_bins · minimum ≤ 1"
+        )
+
+
 def rq_tables(
     unnormalized_widths: Tensor,
     unnormalized_heights: Tensor,
@@ -190,12 +205,7 @@ def rq_tables(
     any order); build it in the inputs' dtype. A hand-written backward of this part saved 0.11 ms
     of its 0.84 ms a call (one thread), under 1 % of an FMLP step, and is not used.
     """
-    num_bins = unnormalized_widths.shape[-1]
-    if min_bin_width * num_bins > 1.0 or min_bin_height * num_bins > 1.0:
-        raise ValueError(
-            f"rq_tables: {num_bins} bins of minimal width {min_bin_width} and height "
-            f"{min_bin_height} do not fit in [−B, B]: need num_bins · minimum ≤ 1"
-        )
+    _check_bins(unnormalized_widths.shape[-1], min_bin_width, min_bin_height)
     cw, w = _knots(unnormalized_widths, tail_bound, min_bin_width)
     ch, h = _knots(unnormalized_heights, tail_bound, min_bin_height)
     d = _derivatives(unnormalized_derivatives, min_derivative)
@@ -424,6 +434,7 @@ def native_settings(inputs: Tensor, params: Sequence[Tensor], *, tail_bound: flo
     cells = _rq_native.grid_cells(min_bin_width, _MAX_CELLS)
     if not _rq_native.usable(inputs, params, cells):
         return None
+    _check_bins(params[0].shape[-1], min_bin_width, min_bin_height)
     return _rq_native.Settings(float(tail_bound), min_bin_width, min_bin_height, min_derivative, cells)
 
 

@@ -171,6 +171,8 @@ def test_tails_are_exactly_the_identity() -> None:
 def test_kernel_rejects_bins_that_do_not_fit() -> None:
     with pytest.raises(ValueError, match="num_bins"):
         rq_tables(*_params(10, torch.float64), tail_bound=1.0, inverse=False, min_bin_width=0.2)
+    with pytest.raises(ValueError, match="num_bins"):  # the forward, which the C kernel may take
+        rq_spline(torch.zeros(3), *_params(10, torch.float32), tail_bound=1.0, min_bin_height=0.2)
 
 
 def _layer(dtype: torch.dtype = torch.float64, **kwargs) -> ffn.RqSpline:
