@@ -58,7 +58,22 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["available", "backward", "disabled", "forward", "library", "usable"]
+from survae_flowify._cache import compiling
+
+__all__ = [
+    "NativeBuildError",
+    "NativeSpline",
+    "Settings",
+    "available",
+    "backward",
+    "build_tables",
+    "disabled",
+    "forward",
+    "grid_cells",
+    "library",
+    "tables_backward",
+    "usable",
+]
 
 _SOURCE = Path(__file__).with_name("_rq_native.c")
 # This CPU's vector units first; then without -march=native, which some compilers refuse
@@ -205,7 +220,7 @@ def usable(x: Tensor, params: Sequence[Tensor], cells: int) -> bool:
     available."""
     return (cells > 0 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and all(p.device.type == "cpu" for p in params)
-            and not getattr(_switch, "off", False) and not torch.compiler.is_compiling()
+            and not getattr(_switch, "off", False) and not compiling()
             and library() is not None)
 
 
