@@ -302,8 +302,8 @@ def with_torch_kernel(fn: Callable[[], object], model: nn.Module) -> Callable[[]
 
 def compare_spline(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
     """Layers with input validation off, so the kernels themselves are timed: the fast kernel
-    against the same layer differentiated by autograd (``with_autograd_backward``: same parameters,
-    interleaved), nflows' and LeakyReLU. The
+    against the same kernel in PyTorch (``with_torch_kernel``), the same layer differentiated by
+    autograd (``with_autograd_backward``: same parameters, interleaved), nflows' and LeakyReLU. The
     backward differentiates the input and the spline's parameters."""
     gen = torch.Generator().manual_seed(0)
     x = (1.5 * torch.randn(SPLINE_SHAPE, generator=gen)).to(args.device)
@@ -765,6 +765,12 @@ def sweep(args: argparse.Namespace, sync: Callable[[], None]) -> list[Row]:
     return rows
 
 
+def _spline_kernel(device: torch.device) -> str:
+    if device.type != "cpu":
+        return f"PyTorch ({device.type}: the C kernel is for CPU tensors)"
+    return "C" if _rq_native.available() else "PyTorch (no C compiler, or SURVAE_FLOWIFY_NATIVE=0)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -774,8 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor()
     print(f"survae_flowify speed — device {args.device} ({name or platform.machine()}), batch {args.batch}, "
           f"{args.repeats} interleaved rounds (medians), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads; spline kernel in "
-          f"{'C' if _rq_native.available() else 'PyTorch (no C compiler, or SURVAE_FLOWIFY_NATIVE=0)'}")
+          f"{torch.get_num_threads()} CPU threads; spline kernel in {_spline_kernel(args.device)}")
     if args.sweep:
         print(table(sweep(args, sync)))
         return 0
