@@ -6,7 +6,7 @@ A map ``(B, C, H, W)`` whose rows ``(H·W·B, C)`` (position-major, the batch fa
 densities (:mod:`survae_flowify.distributions.conditional`) keep their outputs in the same
 layout: elementwise work between tensors of different layouts is several times slower on a CPU.
 The kernel's output map is this layout too (a view of its rows): the spline that follows works in
-memory order (:func:`~survae_flowify.transforms._rq_kernel.rq_apply`), so it needs no copy; a
+memory order (both of its kernels flatten through ``_rq_kernel._per_entry``), so it needs no copy; a
 channels-last copy, which paid while the spline flattened its input, measured the same
 (FCONV1-MNIST, train 265–276 against 269–270 ms, eval 98–102 against 103–104 ms, interleaved).
 """

@@ -59,7 +59,7 @@ On a CPU (float32 or float64, outside ``torch.compile`` tracing, with a C compil
 direction runs instead in C (:mod:`survae_flowify.transforms._rq_native`): the same tables, built
 in float64 and rounded once, the same per-entry formulas in one vectorised pass each way, and the
 ``O(K)`` chain rule to the parameters written out; :func:`rq_spline` and
-:class:`~survae_flowify.RqSpline` choose it where it applies (:func:`native_settings`). This
+:class:`~survae_flowify.RqSpline` choose it where it applies (:func:`rq_native_forward`). This
 module's torch operations are the kernel everywhere else, and its tests run with both.
 
 The inverse is not on a training path (sampling): it evaluates with plain autograd, solving the
@@ -147,6 +147,13 @@ def _derivatives(unnormalized: Tensor, min_derivative: float) -> Tensor:
     return min_derivative + F.softplus(torch.cat([boundary, unnormalized, boundary]))
 
 
+def grid_cells(min_size: float) -> int:
+    """The lookup grid's cell count ``M = ⌈2 / min_size⌉`` (:func:`_lookup`), 0 where the grid
+    would be finer than ``_MAX_CELLS`` (the binary search instead)."""
+    cells = math.ceil(2 / min_size) if min_size > 0 else 0
+    return cells if 0 < cells <= _MAX_CELLS else 0
+
+
 def _lookup(knots: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor, int]:
     r"""The grid of :func:`_locate`: ``M = ⌈2 / min_size⌉`` cells of width ``c = 2B/M`` on
     ``[−B, B]``, plus cell 0 for ``x < −B`` and cell ``M+1`` for ``x ≥ B``.
@@ -160,8 +167,8 @@ def _lookup(knots: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tenso
     than ``_MAX_CELLS``) falls back to ``torch.searchsorted`` (``M = 0``, ``bins`` the identity).
     """
     num_bins = knots.shape[0] - 1
-    cells = math.ceil(2 / min_size) if min_size > 0 else _MAX_CELLS + 1
-    if cells > _MAX_CELLS or knots.element_size() < 4:
+    cells = grid_cells(min_size)
+    if cells == 0 or knots.element_size() < 4:
         return knots.new_empty(0), torch.arange(num_bins + 2, device=knots.device), 0
     knots = knots.detach()
     width = 2 * bound / cells
@@ -425,22 +432,18 @@ def rq_apply(inputs: Tensor, tables: RqTables, *, closed_form: bool = True) -> t
     return _per_entry(inputs, apply)
 
 
-def native_settings(inputs: Tensor, params: Sequence[Tensor], *, tail_bound: float,
-                    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
-                    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
-                    min_derivative: float = DEFAULT_MIN_DERIVATIVE) -> _rq_native.Settings | None:
-    """The C kernel's settings for a forward call, or ``None`` where it does not apply
-    (:func:`survae_flowify.transforms._rq_native.usable`)."""
-    cells = _rq_native.grid_cells(min_bin_width, _MAX_CELLS)
+def rq_native_forward(
+    inputs: Tensor, params: Sequence[Tensor], *, tail_bound: float,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH, min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor] | None:
+    """The forward direction with tables, loops and backward in C (:mod:`._rq_native`), or
+    ``None`` where the C kernel does not apply (:func:`survae_flowify.transforms._rq_native.usable`)."""
+    cells = grid_cells(min_bin_width)
     if not _rq_native.usable(inputs, params, cells):
         return None
     _check_bins(params[0].shape[-1], min_bin_width, min_bin_height)
-    return _rq_native.Settings(float(tail_bound), min_bin_width, min_bin_height, min_derivative, cells)
-
-
-def rq_native(inputs: Tensor, params: Sequence[Tensor], settings: _rq_native.Settings
-              ) -> tuple[Tensor, Tensor]:
-    """The forward direction with tables, loops and backward in C (:mod:`._rq_native`)."""
+    settings = _rq_native.Settings(float(tail_bound), min_bin_width, min_bin_height, min_derivative, cells)
     return _per_entry(inputs, lambda x: _rq_native.NativeSpline.apply(x.contiguous(), *params, settings))
 
 
@@ -480,10 +483,10 @@ def rq_spline(
     """
     params = (unnormalized_widths, unnormalized_heights, unnormalized_derivatives)
     if closed_form and not inverse:
-        settings = native_settings(inputs, params, tail_bound=tail_bound, min_bin_width=min_bin_width,
+        native = rq_native_forward(inputs, params, tail_bound=tail_bound, min_bin_width=min_bin_width,
                                    min_bin_height=min_bin_height, min_derivative=min_derivative)
-        if settings is not None:
-            return rq_native(inputs, params, settings)
+        if native is not None:
+            return native
     tables = rq_tables(
         unnormalized_widths.to(inputs.dtype),
         unnormalized_heights.to(inputs.dtype),

@@ -139,6 +139,9 @@ static void rq_bins(const double *uw, const double *uh, const double *ud, int64_
     for (int64_t i = 1; i < K; ++i) d[i] = min_d + rq_softplus(ud[i - 1]);
 }
 
+/* Scratch: rq_bins' 7 arrays of K + 1, then the per-bin coefficients (K + 2 rows of 8, row b =
+ * bin b, 0 and K + 1 the tails) and the knots as the lookup compares them (K + 1: x_k rounded to
+ * T, the last one moved up one ulp). */
 #define RQ_TABLES(T, SUFFIX, NEXT)                                                               \
     void rq_tables_##SUFFIX(const double *uw, const double *uh, const double *ud, int64_t K,    \
                             double bound, double min_w, double min_h, double min_d,              \
@@ -148,37 +151,32 @@ static void rq_bins(const double *uw, const double *uh, const double *ud, int64_
         const double *cw = scratch + (K + 1), *w = scratch + 2 * (K + 1);                        \
         const double *ch = scratch + 4 * (K + 1), *h = scratch + 5 * (K + 1);                    \
         const double *d = scratch + 6 * (K + 1);                                                 \
-        /* coef: (K + 2) rows of 8, row b = bin b (0 and K + 1 the tails). */                    \
-        T *coef = table + 8 * 2 * (cells + 2); /* the caller leaves room after the columns */   \
-        for (int64_t b = 0; b < K + 2; ++b) {                                                    \
-            T *row = coef + 8 * b;                                                               \
-            for (int r = 0; r < 8; ++r) row[r] = 0;                                              \
-            row[1] = 1;                                                                          \
-        }                                                                                        \
+        double *coef = scratch + 7 * (K + 1), *knots = coef + 8 * (K + 2);                       \
+        for (int64_t b = 0; b < K + 2; ++b)                                                      \
+            for (int r = 0; r < 8; ++r) coef[8 * b + r] = r == 1; /* identity: a0 = 1 */        \
         for (int64_t k = 0; k < K; ++k) {                                                        \
-            T *row = coef + 8 * (k + 1);                                                         \
+            double *row = coef + 8 * (k + 1);                                                    \
             const double delta = h[k] / w[k], s = d[k] + d[k + 1] - 2 * delta;                  \
-            row[0] = (T)cw[k];                                                                   \
-            row[1] = (T)d[k];                                                                    \
-            row[2] = (T)((delta - d[k]) / w[k]);                                                 \
-            row[3] = (T)(s / h[k]);                                                              \
-            row[4] = (T)(-s / (h[k] * w[k]));                                                    \
-            row[5] = (T)(s / (w[k] * w[k]));                                                     \
-            row[6] = (T)ch[k];                                                                   \
+            row[0] = cw[k];                                                                      \
+            row[1] = d[k];                                                                       \
+            row[2] = (delta - d[k]) / w[k];                                                      \
+            row[3] = s / h[k];                                                                   \
+            row[4] = -s / (h[k] * w[k]);                                                         \
+            row[5] = s / (w[k] * w[k]);                                                          \
+            row[6] = ch[k];                                                                      \
+            knots[k] = (T)cw[k];                                                                 \
         }                                                                                        \
+        knots[K] = NEXT((T)bound);                                                               \
         const double width = 2 * bound / cells;                                                  \
         int64_t below = 0;                                                                       \
         for (int64_t i = 0; i < cells + 2; ++i) {                                                \
             const double edge = (double)(i - 1) * width - (bound + width / 4);                  \
-            /* knots in T: x_k of the table for k < K, the last one moved up one ulp */          \
-            while (below <= K &&                                                                 \
-                   (below < K ? (double)coef[8 * (below + 1)] : (double)NEXT((T)bound)) <= edge) \
-                ++below;                                                                         \
-            ahead[i] = below < K ? coef[8 * (below + 1)] : (below == K ? NEXT((T)bound) : (T)INFINITY); \
+            while (below <= K && knots[below] <= edge) ++below;                                  \
+            ahead[i] = below <= K ? (T)knots[below] : (T)INFINITY;                               \
             for (int half = 0; half < 2; ++half) {                                               \
                 const int64_t b = below + half < K + 1 ? below + half : K + 1;                  \
                 bins[2 * i + half] = (int32_t)b;                                                 \
-                for (int r = 0; r < 8; ++r) table[8 * (2 * i + half) + r] = coef[8 * b + r];    \
+                for (int r = 0; r < 8; ++r) table[8 * (2 * i + half) + r] = (T)coef[8 * b + r]; \
             }                                                                                    \
         }                                                                                        \
     }

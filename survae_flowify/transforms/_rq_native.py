@@ -69,7 +69,6 @@ __all__ = [
     "build_tables",
     "disabled",
     "forward",
-    "grid_cells",
     "library",
     "tables_backward",
     "usable",
@@ -182,6 +181,8 @@ def library() -> ctypes.CDLL | None:
     setting = os.environ.get(_ENV, "").strip()
     if setting == "0":
         return None
+    if "library" in _state:  # built (or failed) already: no lock on the per-call path
+        return _state["library"]  # type: ignore[return-value]
     with _lock:
         if "library" not in _state:
             try:
@@ -216,9 +217,10 @@ def disabled() -> Iterator[None]:
 
 def usable(x: Tensor, params: Sequence[Tensor], cells: int) -> bool:
     """Whether :class:`NativeSpline` applies: ``x`` float32/float64 and the parameters on a CPU,
-    the grid lookup in use (``cells > 0``), not while ``torch.compile`` traces, and the kernel
-    available."""
-    return (cells > 0 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    the grid lookup in use (``cells > 0``) with columns an ``int16`` indexes, not while
+    ``torch.compile`` traces, and the kernel available."""
+    return (0 < cells and 2 * (cells + 2) <= _INT16_COLUMNS and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
             and all(p.device.type == "cpu" for p in params)
             and not getattr(_switch, "off", False) and not compiling()
             and library() is not None)
@@ -264,12 +266,6 @@ class Settings(NamedTuple):
     cells: int
 
 
-def grid_cells(min_width: float, max_cells: int) -> int:
-    """The lookup grid's cell count (``_rq_kernel._lookup``), 0 where it is not built."""
-    cells = math.ceil(2 / min_width) if min_width > 0 else max_cells + 1
-    return cells if cells <= max_cells and 2 * (cells + 2) <= _INT16_COLUMNS else 0
-
-
 def _doubles(*tensors: Tensor) -> list[Tensor]:
     return [t.detach().to(device="cpu", dtype=torch.float64).contiguous() for t in tensors]
 
@@ -278,33 +274,33 @@ def _boundary(settings: Settings) -> float:
     return math.log(math.expm1(1 - settings.min_derivative))
 
 
-def build_tables(dtype: torch.dtype, params: list[Tensor], settings: Settings
+def build_tables(dtype: torch.dtype, params64: list[Tensor], settings: Settings
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """``(table (C, 8), ahead (M+2,), bins (C,) int32)`` in ``dtype`` from the unnormalised
-    parameters, computed in double precision (``_rq_native.c``, ``rq_tables_*``)."""
+    parameters (:func:`_doubles`), computed in double precision (``_rq_native.c``, ``rq_tables_*``)."""
     lib = library()
     assert lib is not None
-    uw, uh, ud = _doubles(*params)
+    uw, uh, ud = params64
     k, cells = uw.shape[0], settings.cells
     columns = 2 * (cells + 2)
-    table = torch.empty((columns + k + 2, 8), dtype=dtype)  # the per-bin rows after the columns
+    table = torch.empty((columns, 8), dtype=dtype)
     ahead = torch.empty(cells + 2, dtype=dtype)
     bins = torch.empty(columns, dtype=torch.int32)
-    scratch = torch.empty(7 * (k + 1), dtype=torch.float64)
+    scratch = torch.empty(8 * (k + 1) + 8 * (k + 2), dtype=torch.float64)
     fn = lib.rq_tables_f32 if dtype == torch.float32 else lib.rq_tables_f64
     fn(uw.data_ptr(), uh.data_ptr(), ud.data_ptr(), k, settings.bound, settings.min_width,
        settings.min_height, settings.min_derivative, _boundary(settings), cells,
        scratch.data_ptr(), table.data_ptr(), ahead.data_ptr(), bins.data_ptr())
-    return table[:columns], ahead, bins
+    return table, ahead, bins
 
 
-def tables_backward(params: list[Tensor], settings: Settings, sums: Tensor, bins: Tensor
-                    ) -> tuple[Tensor, Tensor, Tensor]:
-    """The unnormalised parameters' gradients from the per-column sums ``(C, 8)`` (double) that
-    :func:`backward` accumulates, in each parameter's dtype."""
+def tables_backward(params64: list[Tensor], settings: Settings, sums: Tensor, bins: Tensor
+                    ) -> list[Tensor]:
+    """The unnormalised parameters' gradients (float64) from the per-column sums ``(C, 8)`` that
+    :func:`backward` accumulates."""
     lib = library()
     assert lib is not None
-    uw, uh, ud = _doubles(*params)
+    uw, uh, ud = params64
     k = uw.shape[0]
     grads = [torch.empty_like(t) for t in (uw, uh, ud)]
     scratch = torch.empty(7 * (k + 1) + 8 * (k + 2) + 3 * (k + 1), dtype=torch.float64)
@@ -312,21 +308,24 @@ def tables_backward(params: list[Tensor], settings: Settings, sums: Tensor, bins
                            settings.min_width, settings.min_height, settings.min_derivative,
                            _boundary(settings), settings.cells, sums.data_ptr(), bins.data_ptr(),
                            scratch.data_ptr(), *(g.data_ptr() for g in grads))
-    return tuple(g.to(p.dtype) for g, p in zip(grads, params, strict=True))  # type: ignore[return-value]
+    return grads
 
 
 class NativeSpline(torch.autograd.Function):
     """``(g(x), log g'(x))`` for a flat contiguous ``x`` ``(N,)`` from the unnormalised
     parameters ``(K,)``, ``(K,)``, ``(K−1,)``: tables, per-entry loops and both backwards in C.
-    Keeps per entry ``x`` and its ``int16`` column, as the PyTorch kernel do; first derivatives only."""
+    Keeps per entry ``x`` and its ``int16`` column, as the PyTorch kernel does, and the parameters
+    as the float64 copies the tables were built from; first derivatives only."""
 
     @staticmethod
     def forward(ctx, x: Tensor, uw: Tensor, uh: Tensor, ud: Tensor, settings: Settings
                 ) -> tuple[Tensor, Tensor]:
-        table, ahead, bins = build_tables(x.dtype, [uw, uh, ud], settings)
+        params64 = _doubles(uw, uh, ud)
+        table, ahead, bins = build_tables(x.dtype, params64, settings)
         out, log_det, col = forward(x, table, ahead, settings.bound, settings.cells)
         ctx.settings, ctx.table, ctx.bins = settings, table, bins
-        ctx.save_for_backward(x, col, uw, uh, ud)
+        ctx.params64, ctx.dtypes = params64, (uw.dtype, uh.dtype, ud.dtype)
+        ctx.save_for_backward(x, col)
         return out, log_det
 
     @staticmethod
@@ -336,9 +335,10 @@ class NativeSpline(torch.autograd.Function):
                 "RqSpline: the fast spline kernel has a closed-form first derivative only; for "
                 "second derivatives (create_graph=True) use RqSpline(backend='autograd')"
             )
-        x, col, *params = ctx.saved_tensors
-        parameters = any(ctx.needs_input_grad[1:4])
+        x, col = ctx.saved_tensors
         grad_x, sums = backward(x, col, ctx.table, grad_out.contiguous(), grad_log.contiguous(),
-                                parameters=parameters)
-        grads = tables_backward(params, ctx.settings, sums, ctx.bins) if parameters else (None,) * 3
-        return grad_x, *grads, None
+                                parameters=any(ctx.needs_input_grad[1:4]))
+        if sums is None:
+            return grad_x, None, None, None, None
+        grads = tables_backward(ctx.params64, ctx.settings, sums, ctx.bins)
+        return grad_x, *(g.to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True)), None

@@ -17,9 +17,8 @@ from survae_flowify.transforms._rq_kernel import (
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
     RqTables,
-    native_settings,
     rq_apply,
-    rq_native,
+    rq_native_forward,
     rq_tables,
 )
 
@@ -118,10 +117,9 @@ class RqSpline(ParameterCache, Bijection):
         if self.backend == "nflows":
             return self._nflows(x, inverse=inverse)
         if self.backend == "fast" and not inverse:
-            params = self._spline_parameters()
-            settings = native_settings(x, params, tail_bound=self.tail_bound)
-            if settings is not None:  # tables, loops and backward in C: nothing to cache
-                return rq_native(x, params, settings)
+            native = rq_native_forward(x, self._spline_parameters(), tail_bound=self.tail_bound)
+            if native is not None:  # tables, loops and backward in C: nothing to cache
+                return native
         return rq_apply(x, self._tables(x, inverse=inverse), closed_form=self.backend == "fast")
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

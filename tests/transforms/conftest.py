@@ -1,4 +1,4 @@
-"""The spline kernel's two implementations of the per-entry loops: C (``_rq_native``) and PyTorch."""
+"""The spline kernel's two implementations: C (``_rq_native``) and PyTorch (``_rq_kernel``)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import torch
 import survae_flowify as ffn
 from survae_flowify.testing import perturb_parameters
 from survae_flowify.transforms import _rq_native
-from survae_flowify.transforms._rq_kernel import rq_spline
+from survae_flowify.transforms._rq_kernel import grid_cells, rq_spline
 
 
 @pytest.fixture
@@ -101,8 +101,8 @@ def test_where_the_c_kernel_applies() -> None:
     assert _rq_native.usable(x.double(), params, 2000)  # parameters of another dtype are cast
     assert not _rq_native.usable(x.half(), params, 2000)
     assert not _rq_native.usable(x, params, 0)  # no grid (binary search): the PyTorch kernel
-    assert _rq_native.grid_cells(1e-3, 1 << 16) == 2000
-    assert _rq_native.grid_cells(1e-5, 1 << 16) == 0  # 200,000 cells: beyond the int16 columns
+    assert grid_cells(1e-3) == 2000
+    assert not _rq_native.usable(x, params, grid_cells(1e-4))  # 20,000 cells: beyond the int16 columns
     with _rq_native.disabled():
         assert not _rq_native.usable(x, params, 2000)
     assert _rq_native.usable(x, params, 2000)  # the switch is restored
